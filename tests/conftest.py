@@ -1,0 +1,181 @@
+"""Fixtures shared by every test: isolated ROS domains on loopback DDS, in-process and subprocess nodes.
+
+Every test that touches DDS gets a ROS_DOMAIN_ID nobody else on this machine holds (a file lock per
+id, so concurrent pytest runs do not hear each other) and the loopback Fast DDS profile.
+"""
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weld_core.ros_env import loopback_env
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DOMAIN_LOCK_DIR = Path('/tmp/weldvision-ros-domains')
+# 101..199: clear of the default domain 0 and of the ids people pick by hand
+DOMAIN_RANGE = range(101, 200)
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@contextlib.contextmanager
+def _exclusive_domain() -> Iterator[int]:
+    DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    start = (os.getpid() * 7) % len(DOMAIN_RANGE)
+    for offset in range(len(DOMAIN_RANGE)):
+        domain_id = DOMAIN_RANGE[(start + offset) % len(DOMAIN_RANGE)]
+        handle = open(DOMAIN_LOCK_DIR / f'{domain_id}.lock', 'w')  # noqa: SIM115 - held for the test
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield domain_id
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    raise RuntimeError(f'every ROS domain id in {DOMAIN_RANGE} is taken by another test run')
+
+
+@pytest.fixture
+def ros_domain_id() -> Iterator[int]:
+    """A ROS_DOMAIN_ID held by this test alone on this machine."""
+    with _exclusive_domain() as domain_id:
+        yield domain_id
+
+
+@pytest.fixture
+def ros_env(ros_domain_id: int) -> dict[str, str]:
+    """Environment for a node subprocess: loopback DDS profile, this test's domain id."""
+    env = loopback_env(ros_domain_id)
+    env['PYTHONUNBUFFERED'] = '1'
+    env['RCUTILS_COLORIZED_OUTPUT'] = '0'
+    return env
+
+
+class SpinningNode:
+    """An rclpy node in this process, in its own context, spun by a background thread."""
+
+    def __init__(self, name: str, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        os.environ.update({k: v for k, v in loopback_env(domain_id).items() if k != 'ROS_DOMAIN_ID'})
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name=f'spin-{name}', daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException):
+            self.executor.spin()
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str = 'condition') -> None:
+        """Poll ``condition`` until it holds; fail the test with ``what`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f'timed out after {timeout_s} s waiting for {what}')
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def ros_node(ros_domain_id: int, request: pytest.FixtureRequest) -> Iterator[SpinningNode]:
+    """An in-process node on this test's domain; its ``.node`` is an rclpy Node, spun in a thread."""
+    name = 'test_' + ''.join(c if c.isalnum() else '_' for c in request.node.name)[:40]
+    spinning = SpinningNode(name, ros_domain_id)
+    try:
+        yield spinning
+    finally:
+        spinning.close()
+
+
+class NodeProcess:
+    """A node started in its own process; output is kept for assertions and failure reports."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        self._log = open(log_path, 'wb')  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGINT (Ctrl-C) and wait; SIGKILL only if it does not exit. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5.0)
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """Factory: ``spawn_node(['-m', 'weld_camera.camera_node', '--ros-args', ...])`` starts a process.
+
+    Arguments are passed to this venv's python; ``extra_env`` adds variables. Every process is
+    stopped with SIGINT at teardown.
+    """
+    started: list[NodeProcess] = []
+
+    def spawn(args: list[str], extra_env: dict[str, str] | None = None, name: str | None = None) -> NodeProcess:
+        env = dict(ros_env, **(extra_env or {}))
+        label = name or f'node{len(started)}'
+        process = NodeProcess([sys.executable, *args], env, REPO_ROOT, tmp_path / f'{label}.log')
+        started.append(process)
+        return process
+
+    yield spawn
+    for process in reversed(started):
+        process.stop()
+
+
+def fastdds_shm_files() -> set[str]:
+    """Fast DDS shared-memory files in /dev/shm (segments, ports and their locks)."""
+    return {entry.name for entry in Path('/dev/shm').iterdir() if entry.name.startswith(('fastdds_', 'fast_datasharing'))}
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    return [f'weldvision: loopback DDS profile via {REPO_ROOT / "launch/dds/fastdds_loopback.xml"}']
