@@ -1,0 +1,297 @@
+"""RGB-D frame pair -> model input tensor, written once for training and the board's inference node.
+
+numpy + OpenCV only (the board has no torch). Every setting travels in the ONNX file's
+``metadata_props`` (:meth:`Preprocessor.to_metadata` / :meth:`Preprocessor.from_metadata`), so a
+model and the preprocessing it was trained with cannot drift apart.
+
+Why the depth is not fed as raw distance: the camera height (75-120 mm) and the plate tilt change
+from frame to frame, while the defects are sub-millimetre deviations of the surface. The plate is
+therefore fitted as a plane (robustly, so the bead and spatter do not pull it) and the depth is
+turned into the height above that plane in millimetres. A second depth channel, ``relief``, is the
+height minus its local smooth surface (the bead profile at the scale of a few pixels): pores, spatter
+and undercut grooves stand out there whatever the bead's size. A validity channel tells the network
+where the sensor gave no data (those pixels are 0 in the height channels).
+
+Channel names (the ``input_channels`` metadata key lists them in model order):
+``r, g, b`` (colour, 0..1 before normalisation), ``height`` (mm above the plate), ``relief`` (mm
+above the local surface) and ``valid`` (1 where depth exists). ``rgb`` and ``depth`` are accepted as
+shorthands for ``r,g,b`` and ``height,relief,valid``.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import cv2
+import numpy as np
+
+from weld_core.errors import WeldError
+
+RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'valid')
+ALL_CHANNELS: tuple[str, ...] = RGB_CHANNELS + DEPTH_CHANNELS
+_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': DEPTH_CHANNELS}
+
+PREPROCESS_VERSION = '1'
+
+# Neutral normalisation: colour 0..1 -> about -1..1, heights in mm kept in their unit (a few mm).
+DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
+    'r': (0.5, 0.25),
+    'g': (0.5, 0.25),
+    'b': (0.5, 0.25),
+    'height': (0.0, 1.0),
+    'relief': (0.0, 0.1),
+    'valid': (0.0, 1.0),
+}
+
+PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
+    'input_channels',
+    'input_size',
+    'normalization',
+    'depth_units',
+    'depth_range_m',
+    'height_clip_mm',
+    'relief_sigma_px',
+    'relief_denoise_px',
+    'plane_fit',
+    'preprocess_version',
+)
+
+
+class PreprocessError(WeldError, ValueError):
+    """Preprocessing settings or inputs are unusable (bad metadata, wrong array shapes)."""
+
+
+def expand_channels(names: Sequence[str] | str) -> tuple[str, ...]:
+    """'rgb,depth' or ['rgb', 'height'] -> the per-channel names the model sees, validated."""
+    items = [part.strip() for part in names.split(',')] if isinstance(names, str) else [str(n) for n in names]
+    expanded: list[str] = []
+    for item in items:
+        if not item:
+            continue
+        for name in _SHORTHANDS.get(item, (item,)):
+            if name not in ALL_CHANNELS:
+                raise PreprocessError(
+                    f'unknown input channel {name!r}: use {", ".join(ALL_CHANNELS)} (or rgb, depth)'
+                )
+            if name in expanded:
+                raise PreprocessError(f'input channel {name!r} is listed twice in {names!r}')
+            expanded.append(name)
+    if not expanded:
+        raise PreprocessError(f'no input channels in {names!r}')
+    return tuple(expanded)
+
+
+def fit_plate_plane(
+    depth_m: np.ndarray, valid: np.ndarray, stride: int = 4, iterations: int = 4
+) -> tuple[float, float, float] | None:
+    """Robust least-squares plane depth = a*x + b*y + c over the valid pixels (x, y in pixels).
+
+    Iteratively refits on the pixels closest to the current plane, so the bead, spatter and gaps
+    (a minority of the image) do not bias it. None when too few pixels are valid.
+    """
+    sub_depth = depth_m[::stride, ::stride].astype(np.float64)
+    sub_valid = valid[::stride, ::stride]
+    ys, xs = np.nonzero(sub_valid)
+    if ys.size < 10:
+        return None
+    z = sub_depth[ys, xs]
+    design = np.stack([xs * float(stride), ys * float(stride), np.ones_like(xs, dtype=np.float64)], axis=1)
+    keep = np.ones(z.shape, bool)
+    coeffs = np.zeros(3)
+    for _ in range(iterations):
+        if keep.sum() < 10:
+            break
+        coeffs, *_ = np.linalg.lstsq(design[keep], z[keep], rcond=None)
+        residual = z - design @ coeffs
+        centre = np.median(residual[keep])
+        spread = 1.4826 * np.median(np.abs(residual[keep] - centre))
+        # 50 um floor: with a perfectly flat synthetic plate the MAD could reach 0 and keep nothing
+        keep = np.abs(residual - centre) <= max(2.5 * spread, 5e-5)
+    return float(coeffs[0]), float(coeffs[1]), float(coeffs[2])
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Turns one frame pair (HxWx3 uint8 RGB, HxW float32 metres) into a (C, H, W) float32 input."""
+
+    input_size: tuple[int, int] = (240, 320)
+    channels: tuple[str, ...] = ALL_CHANNELS
+    normalization: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(DEFAULT_NORMALIZATION)
+    )
+    depth_range_m: tuple[float, float] = (0.03, 2.0)
+    height_clip_mm: float = 8.0
+    relief_sigma_px: float = 4.0
+    relief_denoise_px: float = 1.0
+
+    DEPTH_UNITS: ClassVar[str] = 'm'
+    PLANE_FIT: ClassVar[str] = 'robust_plane'
+
+    def __post_init__(self) -> None:
+        height, width = (int(v) for v in self.input_size)
+        if height < 16 or width < 16:
+            raise PreprocessError(f'input_size {height}x{width} is too small (at least 16x16)')
+        object.__setattr__(self, 'input_size', (height, width))
+        object.__setattr__(self, 'channels', expand_channels(self.channels))
+        norm: dict[str, tuple[float, float]] = {}
+        for name in self.channels:
+            if name not in self.normalization:
+                raise PreprocessError(f'no normalisation (mean, std) for input channel {name!r}')
+            mean, std = (float(v) for v in self.normalization[name])
+            if not np.isfinite(mean) or not np.isfinite(std) or std <= 0:
+                raise PreprocessError(
+                    f'normalisation of {name!r} must be finite with std > 0, got {mean}, {std}'
+                )
+            norm[name] = (mean, std)
+        object.__setattr__(self, 'normalization', norm)
+        near, far = (float(v) for v in self.depth_range_m)
+        if not 0 <= near < far:
+            raise PreprocessError(f'depth_range_m must be 0 <= near < far, got {near}, {far}')
+        object.__setattr__(self, 'depth_range_m', (near, far))
+        if self.height_clip_mm <= 0 or self.relief_sigma_px <= 0 or self.relief_denoise_px < 0:
+            raise PreprocessError('height_clip_mm and relief_sigma_px must be > 0, relief_denoise_px >= 0')
+        if self.relief_denoise_px >= self.relief_sigma_px:
+            raise PreprocessError('relief_denoise_px must be smaller than relief_sigma_px')
+
+    @property
+    def uses_depth(self) -> bool:
+        return any(name in DEPTH_CHANNELS for name in self.channels)
+
+    @property
+    def uses_rgb(self) -> bool:
+        return any(name in RGB_CHANNELS for name in self.channels)
+
+    # --- metadata round trip ---------------------------------------------------------------
+    def to_metadata(self) -> dict[str, str]:
+        height, width = self.input_size
+        return {
+            'input_channels': ','.join(self.channels),
+            'input_size': f'{height}x{width}',
+            'normalization': json.dumps({name: list(self.normalization[name]) for name in self.channels}),
+            'depth_units': self.DEPTH_UNITS,
+            'depth_range_m': f'{self.depth_range_m[0]:g},{self.depth_range_m[1]:g}',
+            'height_clip_mm': f'{self.height_clip_mm:g}',
+            'relief_sigma_px': f'{self.relief_sigma_px:g}',
+            'relief_denoise_px': f'{self.relief_denoise_px:g}',
+            'plane_fit': self.PLANE_FIT,
+            'preprocess_version': PREPROCESS_VERSION,
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> 'Preprocessor':
+        missing = [key for key in PREPROCESS_METADATA_KEYS if key not in metadata]
+        if missing:
+            raise PreprocessError(f'preprocessing metadata lacks {", ".join(missing)}')
+        version = metadata['preprocess_version']
+        if version != PREPROCESS_VERSION:
+            raise PreprocessError(
+                f'preprocess_version {version!r} is not supported by this weld_core '
+                f'(it knows {PREPROCESS_VERSION!r}): update weld_core or re-export the model'
+            )
+        if metadata['depth_units'] != cls.DEPTH_UNITS:
+            raise PreprocessError(f'depth_units must be {cls.DEPTH_UNITS!r}, got {metadata["depth_units"]!r}')
+        if metadata['plane_fit'] != cls.PLANE_FIT:
+            raise PreprocessError(f'plane_fit must be {cls.PLANE_FIT!r}, got {metadata["plane_fit"]!r}')
+        try:
+            height, width = (int(v) for v in metadata['input_size'].lower().split('x'))
+            norm_raw = json.loads(metadata['normalization'])
+            normalization = {str(k): (float(v[0]), float(v[1])) for k, v in norm_raw.items()}
+            near, far = (float(v) for v in metadata['depth_range_m'].split(','))
+            height_clip_mm = float(metadata['height_clip_mm'])
+            relief_sigma_px = float(metadata['relief_sigma_px'])
+            relief_denoise_px = float(metadata['relief_denoise_px'])
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise PreprocessError(f'malformed preprocessing metadata: {exc}') from exc
+        return cls(
+            input_size=(height, width),
+            channels=expand_channels(metadata['input_channels']),
+            normalization=normalization,
+            depth_range_m=(near, far),
+            height_clip_mm=height_clip_mm,
+            relief_sigma_px=relief_sigma_px,
+            relief_denoise_px=relief_denoise_px,
+        )
+
+    # --- the transform ---------------------------------------------------------------------
+    def resize_pair(self, rgb: np.ndarray, depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bring a pair to ``input_size``: area-averaged colour, nearest-neighbour depth.
+
+        Depth is never interpolated: averaging across a no-data pixel or a bead edge would invent
+        surfaces that do not exist.
+        """
+        self._check_inputs(rgb, depth_m)
+        height, width = self.input_size
+        if rgb.shape[:2] != (height, width):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        if depth_m.shape != (height, width):
+            depth_m = cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
+        return rgb, depth_m
+
+    def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
+        """Depth in metres (already at input_size) -> height, relief (mm) and valid maps."""
+        depth = np.asarray(depth_m, dtype=np.float32)
+        near, far = self.depth_range_m
+        valid = np.isfinite(depth) & (depth > near) & (depth < far)
+        height_mm = np.zeros(depth.shape, np.float32)
+        relief_mm = np.zeros(depth.shape, np.float32)
+        plane = fit_plate_plane(depth, valid)
+        if plane is not None:
+            rows, cols = depth.shape
+            a, b, c = plane
+            plane_depth = (np.arange(cols, dtype=np.float32)[None, :] * np.float32(a)) + (
+                np.arange(rows, dtype=np.float32)[:, None] * np.float32(b) + np.float32(c)
+            )
+            height_mm = np.where(valid, (plane_depth - depth) * np.float32(1000.0), 0.0).astype(np.float32)
+            np.clip(height_mm, -self.height_clip_mm, self.height_clip_mm, out=height_mm)
+            weight = valid.astype(np.float32)
+            # a band-pass (difference of normalised Gaussians that skip no-data pixels): the fine
+            # scale removes the sensor's pixel noise, the coarse one the bead's own profile
+            surface = self._masked_blur(height_mm, weight, float(self.relief_sigma_px))
+            detail = (
+                self._masked_blur(height_mm, weight, float(self.relief_denoise_px))
+                if self.relief_denoise_px > 0
+                else height_mm
+            )
+            relief_mm = np.where(valid, detail - surface, 0.0).astype(np.float32)
+        else:
+            valid = np.zeros(depth.shape, bool)
+        return {'height': height_mm, 'relief': relief_mm, 'valid': valid.astype(np.float32)}
+
+    @staticmethod
+    def _masked_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+        total = cv2.GaussianBlur(values * weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        norm = cv2.GaussianBlur(weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        return total / np.maximum(norm, np.float32(1e-3))
+
+    def __call__(self, rgb: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised."""
+        rgb, depth_m = self.resize_pair(rgb, depth_m)
+        planes: dict[str, np.ndarray] = {}
+        if self.uses_rgb:
+            colour = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+            planes.update({name: colour[:, :, index] for index, name in enumerate(RGB_CHANNELS)})
+        if self.uses_depth:
+            planes.update(self.depth_features(depth_m))
+        out = np.empty((len(self.channels), *self.input_size), np.float32)
+        for index, name in enumerate(self.channels):
+            mean, std = self.normalization[name]
+            np.subtract(planes[name], np.float32(mean), out=out[index])
+            out[index] *= np.float32(1.0 / std)
+        return out
+
+    @staticmethod
+    def _check_inputs(rgb: np.ndarray, depth_m: np.ndarray) -> None:
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise PreprocessError(
+                f'HxWx3 uint8 RGB expected, got {getattr(rgb, "shape", None)} '
+                f'{getattr(rgb, "dtype", type(rgb).__name__)}'
+            )
+        if not isinstance(depth_m, np.ndarray) or depth_m.ndim != 2:
+            raise PreprocessError(f'HxW depth in metres expected, got {getattr(depth_m, "shape", None)}')
+        if depth_m.shape != rgb.shape[:2]:
+            raise PreprocessError(
+                f'depth {depth_m.shape[1]}x{depth_m.shape[0]} is not registered to the colour image '
+                f'{rgb.shape[1]}x{rgb.shape[0]}'
+            )
