@@ -1,0 +1,71 @@
+"""Two real rclpy nodes in separate processes exchange a DefectResult and a Capture call over loopback DDS."""
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+
+from tests.conftest import fastdds_shm_files
+from weld_interfaces.msg import DefectResult
+from weld_interfaces.srv import Capture
+
+PEER = str(Path(__file__).with_name('dds_peer.py'))
+LOOPBACK_ADDRESSES = {'127.0.0.1', '::1'}
+
+
+@pytest.mark.ros
+def test_defect_result_and_capture_service_cross_processes(ros_node, spawn_node) -> None:
+    shm_before = fastdds_shm_files()
+    peer = spawn_node([PEER], name='peer')
+    received: list[DefectResult] = []
+    qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+    ros_node.node.create_subscription(DefectResult, '/weld/defects', received.append, qos)
+
+    ros_node.wait_for(lambda: len(received) >= 3, 20.0, f'DefectResult from the peer process\n{peer.output}')
+    first = received[0]
+    assert first.label == 'porosity'
+    assert list(first.class_names) == ['good', 'porosity', 'spatter', 'gap', 'undercut']
+    assert first.scores[1] == pytest.approx(0.6)
+    assert first.source == 'rules'
+    assert first.fallback_reason.startswith('peer message')
+
+    client = ros_node.node.create_client(Capture, '/weld_labeler/capture')
+    assert client.wait_for_service(timeout_sec=10.0), peer.output
+    future = client.call_async(Capture.Request(label='spatter', count=3, note='seam 7'))
+    ros_node.wait_for(future.done, 10.0, 'the Capture answer')
+    answer = future.result()
+    assert answer.success
+    assert answer.captured == 3
+    assert answer.message == 'spatter x3: seam 7'
+    assert answer.session_id == 'peer-session'
+
+    # every socket the peer opened is bound to loopback: nothing can reach a real interface
+    sockets = psutil.Process(peer.process.pid).net_connections(kind='inet')
+    assert sockets, 'the peer opened no sockets at all: is it really using DDS?'
+    for sock in sockets:
+        assert sock.laddr.ip in LOOPBACK_ADDRESSES, f'socket on a real interface: {sock}'
+        if sock.raddr:
+            assert sock.raddr.ip in LOOPBACK_ADDRESSES, f'connection to a real interface: {sock}'
+
+    assert peer.stop() == 0, peer.output
+    time.sleep(0.5)
+    leftover = fastdds_shm_files() - shm_before
+    assert not leftover - _held_by_live_processes(), f'stale Fast DDS shared memory: {sorted(leftover)}'
+
+
+def _held_by_live_processes() -> set[str]:
+    """Shared-memory files still open by some process (this test's own node holds its segment)."""
+    held: set[str] = set()
+    for process in psutil.process_iter(['pid']):
+        try:
+            for mapped in process.memory_maps(grouped=True):
+                if mapped.path.startswith('/dev/shm/'):
+                    held.add(Path(mapped.path).name)
+            for opened in process.open_files():
+                if opened.path.startswith('/dev/shm/'):
+                    held.add(Path(opened.path).name)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return held
