@@ -26,11 +26,11 @@ def test_defaults_start_every_node_with_its_site_config_and_no_overrides(config_
 
 
 def test_each_argument_overrides_one_parameter_of_one_node(config_dir: Path) -> None:
-    arguments = {'source': 'replay', 'models_dir': '/tmp/m', 'sessions_dir': '/tmp/s'}
+    arguments = {'source': 'replay', 'models_dir': '/tmp/m', 'recording_dir': '/tmp/s'}
     by_key = {launch.spec.key: launch for launch in graph.resolve(arguments, config_dir)}
     assert by_key['camera'].overrides == {'source': 'replay'}
     assert by_key['inference'].overrides == {'models_dir': '/tmp/m'}
-    assert by_key['labeler'].overrides == {'sessions_dir': '/tmp/s'}
+    assert by_key['labeler'].overrides == {'recording_dir': '/tmp/s'}
 
 
 def test_node_selection_keeps_graph_order_and_rejects_unknown_or_empty(config_dir: Path) -> None:

@@ -117,7 +117,7 @@ def test_launch_file_declares_exactly_the_graph_arguments(launch_module: types.M
     [
         {},
         {'nodes': 'camera,inference', 'source': 'replay', 'models_dir': '/srv/models'},
-        {'sessions_dir': '/data/s'},
+        {'recording_dir': '/data/s'},
     ],
 )
 def test_launch_nodes_equal_runner_commands(

@@ -1,6 +1,6 @@
 """Bring up the weldvision graph on a ROS 2 install.
 
-    ros2 launch weld_bringup scan.launch.py [source:=sim] [models_dir:=...] [sessions_dir:=...]
+    ros2 launch weld_bringup scan.launch.py [source:=sim] [models_dir:=...] [recording_dir:=...]
                                             [params_file:=...]
                                             [nodes:=camera,labeler,inference]
 

@@ -87,10 +87,10 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
         parameter='models_dir',
     ),
     LaunchArg(
-        'sessions_dir',
+        'recording_dir',
         "folder the labeler records session bags into ('' = config/labeler.yaml)",
         node='labeler',
-        parameter='sessions_dir',
+        parameter='recording_dir',
     ),
 )
 

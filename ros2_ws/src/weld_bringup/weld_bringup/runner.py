@@ -1,6 +1,6 @@
 """Start the weldvision graph without ``ros2 launch``: the pip world's equivalent of scan.launch.py.
 
-    weld-scan [source:=sim] [models_dir:=DIR] [sessions_dir:=DIR] [nodes:=camera,labeler,inference]
+    weld-scan [source:=sim] [models_dir:=DIR] [recording_dir:=DIR] [nodes:=camera,labeler,inference]
     python -m weld_bringup ...            (the same)
 
 Every node runs in its own process, started as ``python -m <module> --ros-args -r __node:=<name>

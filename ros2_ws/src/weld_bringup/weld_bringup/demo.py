@@ -1,0 +1,625 @@
+"""The whole weldvision loop on the simulator, in one command (``scripts/demo``, ``weld-demo``).
+
+1. graph up: camera (sim), labeler and inference with an empty models folder, started by the
+   runner from the declared graph; the rules answer every pair and are scored live;
+2. capture: labelled sessions recorded through the labeler's services, the simulator's ground truth
+   playing the operator (the camera is told which class to render, and a Capture asks for it);
+   every label is checked against the ground truth of its pair; each session is exported (.tar.gz);
+3. desktop: ``training.convert`` -> ``training.fit`` -> ``training.export`` (the camera is paused
+   meanwhile so training has the CPU);
+4. deploy: the ONNX file is copied into the live node's models folder and picked up without a
+   restart; the model's live results are scored against the ground truth;
+5. summary: accuracy / macro-recall per answerer (rules, model), printed and written to
+   ``<run>/summary.json``.
+
+Everything a run makes lives in its run folder (``runs/demo-<time>/`` by default, git-ignored).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from weld_bringup import graph
+from weld_bringup.domains import exclusive_domain
+from weld_bringup.runner import GraphRunner
+from weld_bringup.scoring import Answerer, LiveScorer, Score, format_table
+from weld_core.classes import DEFAULT_CLASSES
+from weld_core.errors import WeldError
+from weld_core.ros_env import loopback_env
+
+GROUND_TRUTH_TOPIC = '/weld/sim/ground_truth'
+DEFECTS_TOPIC = '/weld/defects'
+LABELS_TOPIC = '/weld/labels'
+LABELER = '/weld_labeler'
+CAMERA = '/weld_camera'
+# the rules and the model are scored on the frames of this simulator seed; captures use others
+EVALUATION_SEED = 7
+CAPTURE_SEED = 1000
+
+
+class DemoError(WeldError, RuntimeError):
+    """A stage of the demo could not complete; the message says which and where its logs are."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything a run does."""
+
+    name: str
+    sessions: int
+    pairs_per_class: int  # per session
+    rules_results: int  # live rules results scored before any model exists
+    model_results: int  # live model results scored after the deployment
+    fit_config: str  # in training/configs/
+    fit_args: tuple[str, ...] = ()
+    timeout_scale: float = 1.0
+
+
+FULL = Plan(
+    'full', sessions=6, pairs_per_class=30, rules_results=300, model_results=300, fit_config='default.yaml'
+)
+QUICK = Plan(
+    'quick',
+    sessions=3,
+    pairs_per_class=4,
+    rules_results=20,
+    model_results=20,
+    fit_config='default.yaml',
+    fit_args=('--trainer.max_steps=4', '--trainer.max_epochs=1', '--trainer.limit_val_batches=2'),
+)
+
+
+@dataclass
+class Progress:
+    """Stage-by-stage progress with elapsed times; what the summary records as stage durations."""
+
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    stage: int = 0
+    stage_name: str = ''
+    stage_started: float = 0.0
+    durations: dict[str, float] = field(default_factory=dict)
+
+    def begin(self, name: str, text: str) -> None:
+        self.end()
+        self.stage += 1
+        self.stage_name = name
+        self.stage_started = time.monotonic()
+        self.say(f'({self.stage}/{self.total}) {text}')
+
+    def end(self) -> None:
+        if self.stage_name:
+            self.durations[self.stage_name] = round(time.monotonic() - self.stage_started, 1)
+            self.stage_name = ''
+
+    def say(self, text: str) -> None:
+        print(f'[demo {time.monotonic() - self.started:6.1f}s] {text}', flush=True)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+def find_checkout(start: Path | None = None) -> Path:
+    """The weldvision checkout (it holds training/ and scripts/), which the desktop stages run in."""
+    here = (start or Path(__file__)).resolve()
+    for folder in here.parents:
+        if (folder / 'training' / '__init__.py').is_file() and (folder / 'ros2_ws').is_dir():
+            return folder
+    raise DemoError('the demo runs from a weldvision checkout (training/ and ros2_ws/ side by side)')
+
+
+class Operator:
+    """The demo's own node: scores live results, checks labels, and calls the graph's services.
+
+    It plays the human operator with the simulator's ground truth.
+    """
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        from weld_interfaces.msg import DefectLabel, DefectResult
+
+        os.environ.update({k: v for k, v in loopback_env(domain_id).items() if k != 'ROS_DOMAIN_ID'})
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node('weld_demo_operator', context=self.context)
+        self.lock = threading.Lock()
+        self.scorer = LiveScorer()
+        self.labels: dict[int, str] = {}
+        self.latest_truth: tuple[float, str] | None = None  # (arrival monotonic time, class)
+        self._clients: dict[str, Any] = {}
+        reliable = QoSProfile(
+            depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE
+        )
+        self.node.create_subscription(DefectLabel, GROUND_TRUTH_TOPIC, self._on_truth, reliable)
+        self.node.create_subscription(DefectResult, DEFECTS_TOPIC, self._on_result, reliable)
+        self.node.create_subscription(DefectLabel, LABELS_TOPIC, self._on_label, reliable)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name='demo-operator', daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            return
+
+    @staticmethod
+    def _stamp_ns(msg: Any) -> int:
+        return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+    def _on_truth(self, msg: Any) -> None:
+        with self.lock:
+            self.scorer.add_truth(self._stamp_ns(msg), msg.label)
+            self.latest_truth = (time.monotonic(), msg.label)
+
+    def _on_result(self, msg: Any) -> None:
+        with self.lock:
+            self.scorer.add_result(self._stamp_ns(msg), Answerer(msg.source, msg.model_id), msg.label)
+
+    def _on_label(self, msg: Any) -> None:
+        with self.lock:
+            self.labels[self._stamp_ns(msg)] = msg.label
+
+    def wait_for(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if condition():
+                    return
+            time.sleep(0.05)
+        raise DemoError(f'timed out after {timeout_s:.0f} s waiting for {what}')
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout_s: float) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise DemoError(f'service {name} is not offered (is its node running? see the node logs)')
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout_s):
+            raise DemoError(f'{name} did not answer within {timeout_s:.0f} s')
+        return future.result()
+
+    def set_camera_parameters(self, timeout_s: float, **values: Any) -> None:
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        parameters = []
+        for name, value in values.items():
+            if isinstance(value, str):
+                parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+            elif isinstance(value, int):
+                parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+            elif isinstance(value, float):
+                parameter_value = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+            else:
+                raise DemoError(f'camera parameter {name}: unsupported value {value!r}')
+            parameters.append(Parameter(name=name, value=parameter_value))
+        answer = self.call(
+            SetParameters, f'{CAMERA}/set_parameters', SetParameters.Request(parameters=parameters), timeout_s
+        )
+        refused = [
+            f'{p.name}: {r.reason}'
+            for p, r in zip(parameters, answer.results, strict=True)
+            if not r.successful
+        ]
+        if refused:
+            raise DemoError(f'the camera refused {", ".join(refused)}')
+
+    def camera_transition(self, transition: str, timeout_s: float) -> None:
+        """A lifecycle transition of the camera node: configure, cleanup, activate or deactivate."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        ids = {
+            'configure': Transition.TRANSITION_CONFIGURE,
+            'cleanup': Transition.TRANSITION_CLEANUP,
+            'activate': Transition.TRANSITION_ACTIVATE,
+            'deactivate': Transition.TRANSITION_DEACTIVATE,
+        }
+        request = ChangeState.Request(transition=Transition(id=ids[transition]))
+        answer = self.call(ChangeState, f'{CAMERA}/change_state', request, timeout_s)
+        if not answer.success:
+            raise DemoError(f'the camera refused to {transition} (see its log)')
+
+    def reconfigure_camera(self, timeout_s: float, active: bool = True, **values: Any) -> None:
+        """Camera parameters take effect at configure: (deactivate,) clean up, set, configure, activate."""
+        for transition in ('deactivate', 'cleanup') if active else ('cleanup',):
+            self.camera_transition(transition, timeout_s)
+        self.set_camera_parameters(timeout_s, **values)
+        for transition in ('configure', 'activate'):
+            self.camera_transition(transition, timeout_s)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def run_command(command: Sequence[str], cwd: Path, log: Path, progress: Progress, timeout_s: float) -> None:
+    """Run a desktop step with its output on the terminal (progress bars) and in a log file."""
+    progress.say('$ ' + ' '.join(command))
+    with log.open('w', encoding='utf-8') as handle:
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors='replace'
+        )
+        stream = process.stdout
+        if stream is None:
+            raise DemoError(f'no output pipe for {command[0]}')
+        timer = threading.Timer(timeout_s, process.kill)
+        timer.start()
+        try:
+            for line in stream:
+                handle.write(line)
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        finally:
+            timer.cancel()
+        code = process.wait()
+    if code != 0:
+        raise DemoError(f'{" ".join(command[:3])} failed with exit code {code}; its output is in {log}')
+
+
+class Demo:
+    def __init__(self, plan: Plan, run_dir: Path, checkout: Path, domain_id: int) -> None:
+        self.plan = plan
+        self.run_dir = run_dir
+        self.checkout = checkout
+        self.domain_id = domain_id
+        self.python = sys.executable
+        self.models_dir = run_dir / 'models'
+        self.recording_dir = run_dir / 'sessions'
+        self.exports_dir = run_dir / 'exports'
+        self.logs_dir = run_dir / 'logs'
+        self.dataset_dir = run_dir / 'dataset'
+        self.train_dir = run_dir / 'train'
+        self.onnx_path = run_dir / 'model' / 'weld_demo.onnx'
+        self.progress = Progress(total=6)
+        self.summary: dict[str, Any] = {'plan': plan.name, 'run_dir': str(run_dir), 'domain_id': domain_id}
+        self.classes = list(DEFAULT_CLASSES)
+        self.evaluation_seed = EVALUATION_SEED
+
+    def timeout(self, seconds: float) -> float:
+        return seconds * self.plan.timeout_scale
+
+    def run(self) -> dict[str, Any]:
+        for folder in (self.models_dir, self.recording_dir, self.exports_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.progress.say(
+            f'run folder {self.run_dir} (node logs in {self.logs_dir}), ROS_DOMAIN_ID={self.domain_id}'
+        )
+        runner = self._runner()
+        operator: Operator | None = None
+        try:
+            self.progress.begin(
+                'graph', 'graph up: camera (sim) + labeler + inference, no model yet -> rules answer'
+            )
+            runner.start()
+            operator = Operator(self.domain_id)
+            self._graph_up(runner, operator)
+            self.progress.begin(
+                'capture', f'capture: {self.plan.sessions} labelled sessions through the labeler'
+            )
+            archives = self._capture(runner, operator)
+            self.progress.begin(
+                'train', 'desktop: convert -> fit -> export (camera paused: the CPU is for training)'
+            )
+            operator.camera_transition('deactivate', self.timeout(20))
+            self._train(archives)
+            self._show(operator, label='', seed=self.evaluation_seed, active=False)
+            self.progress.begin(
+                'deploy', f'deploy: copy the model into {self.models_dir} (live node picks it up)'
+            )
+            model_id = self._deploy(runner, operator)
+            self.progress.begin('evaluate', f'live: scoring {self.plan.model_results} model results')
+            self._evaluate(runner, operator, model_id)
+            self.progress.end()
+        finally:
+            if operator is not None:
+                operator.close()
+            codes = runner.stop()
+            self.summary['node_exit_codes'] = codes
+        self.summary['wall_time_s'] = round(self.progress.elapsed_s, 1)
+        self.summary['stage_durations_s'] = self.progress.durations
+        (self.run_dir / 'summary.json').write_text(json.dumps(self.summary, indent=2, default=str))
+        return self.summary
+
+    def _runner(self) -> GraphRunner:
+        arguments = {
+            'params_file': str(graph.config_dir() / 'demo.yaml'),
+            'models_dir': str(self.models_dir),
+            'recording_dir': str(self.recording_dir),
+        }
+        launches = graph.resolve(arguments, graph.config_dir())
+        launches = [
+            replace(launch, overrides={**launch.overrides, 'export_dir': str(self.exports_dir)})
+            if launch.spec.key == 'labeler'
+            else launch
+            for launch in launches
+        ]
+        env = loopback_env(self.domain_id)
+        env['PYTHONUNBUFFERED'] = '1'
+        return GraphRunner(launches, env, self.run_dir / 'params', echo=None, log_dir=self.logs_dir)
+
+    def _check_nodes(self, runner: GraphRunner) -> None:
+        ended = runner.exited()
+        if ended:
+            details = '\n'.join(
+                f'--- {node.key} (exit {node.returncode()}):\n' + '\n'.join(node.tail) for node in ended
+            )
+            raise DemoError(f'node(s) ended unexpectedly:\n{details}')
+
+    def _graph_up(self, runner: GraphRunner, operator: Operator) -> None:
+        operator.wait_for(lambda: bool(operator.scorer.truth), self.timeout(60), 'the camera ground truth')
+        self._check_nodes(runner)
+        self.progress.say('camera publishing; waiting for the rules to answer')
+        operator.wait_for(
+            lambda: bool(operator.scorer.results), self.timeout(60), 'results from the inference node'
+        )
+        rules = Answerer('rules')
+        since = max(operator.scorer.truth)
+        operator.wait_for(
+            lambda: operator.scorer.count(rules, since) >= self.plan.rules_results,
+            self.timeout(30 + self.plan.rules_results),
+            f'{self.plan.rules_results} scored rules results',
+        )
+        with operator.lock:
+            (score,) = [s for s in operator.scorer.scores(since_ns=since) if s.answerer == rules]
+        self.summary['rules_window'] = score.as_dict()
+        self.progress.say(
+            f'rules, natural class mix: {score.scored} results, accuracy {score.accuracy:.1%}, '
+            f'macro-recall {score.macro_recall:.1%}'
+        )
+        self._check_nodes(runner)
+
+    def _capture(self, runner: GraphRunner, operator: Operator) -> list[Path]:
+        from weld_interfaces.srv import Capture, ExportSession, StartSession, StopSession
+
+        archives: list[Path] = []
+        sessions = []
+        count = self.plan.pairs_per_class
+        for index in range(1, self.plan.sessions + 1):
+            name = f'demo-s{index:02d}'
+            started = operator.call(
+                StartSession,
+                f'{LABELER}/start_session',
+                StartSession.Request(
+                    name=name,
+                    operator_name='simulator ground truth',
+                    material='S235 mild steel, 6 mm',
+                    process='GMAW',
+                    wire='ER70S-6 1.0 mm',
+                    current_a=180.0,
+                    note='weldvision demo',
+                ),
+                self.timeout(20),
+            )
+            if not started.success:
+                raise DemoError(f'StartSession {name} refused: {started.message}')
+            captured = {}
+            for class_index, label in enumerate(self.classes):
+                self._show(operator, label, seed=CAPTURE_SEED + index * len(self.classes) + class_index)
+                answer = operator.call(
+                    Capture,
+                    f'{LABELER}/capture',
+                    Capture.Request(label=label, count=count, note=f'{name} seam {label}'),
+                    self.timeout(30 + count),
+                )
+                if not answer.success or answer.captured != count:
+                    raise DemoError(f'Capture {label} x{count} in {name}: {answer.message}')
+                captured[label] = answer.captured
+                self._check_nodes(runner)
+            stopped = operator.call(
+                StopSession, f'{LABELER}/stop_session', StopSession.Request(), self.timeout(20)
+            )
+            if not stopped.success:
+                raise DemoError(f'StopSession {name}: {stopped.message}')
+            exported = operator.call(
+                ExportSession,
+                f'{LABELER}/export_session',
+                ExportSession.Request(session_id=started.session_id, output_dir=str(self.exports_dir)),
+                self.timeout(60),
+            )
+            if not exported.success:
+                raise DemoError(f'ExportSession {started.session_id}: {exported.message}')
+            archives.append(Path(exported.archive_path))
+            sessions.append(
+                {
+                    'session_id': started.session_id,
+                    'bag': stopped.bag_path,
+                    'pairs_recorded': stopped.pairs_recorded,
+                    'archive': exported.archive_path,
+                    'captured': captured,
+                }
+            )
+            self.progress.say(
+                f'session {index}/{self.plan.sessions} {started.session_id}: {stopped.pairs_recorded} pairs '
+                f'-> {Path(exported.archive_path).name}'
+            )
+        self.summary['sessions'] = sessions
+        expected = sum(sum(session['captured'].values()) for session in sessions)
+        self.summary['labels_vs_ground_truth'] = self._check_labels(operator, expected)
+        return archives
+
+    def _show(self, operator: Operator, label: str, seed: int, active: bool = True) -> None:
+        """Point the simulated camera at seams of one class ('' = the natural mix), from ``seed`` on.
+
+        Each (session, class) gets a seed of its own, so no two captures hold the same frames; the
+        evaluation seed is used by no capture.
+        """
+        mix = f'{label}:1' if label else ''
+        operator.reconfigure_camera(self.timeout(20), active=active, sim_class_mix=mix, seed=seed)
+        changed = time.monotonic()
+        operator.wait_for(
+            lambda: (
+                operator.latest_truth is not None
+                and operator.latest_truth[0] > changed
+                and (not label or operator.latest_truth[1] == label)
+            ),
+            self.timeout(20),
+            f'the simulator to render {label or "its natural mix"}',
+        )
+
+    def _check_labels(self, operator: Operator, expected: int) -> dict[str, int]:
+        """Every label the labeler published, against the ground truth of its pair."""
+        operator.wait_for(lambda: len(operator.labels) >= expected, self.timeout(10), f'{expected} labels')
+        with operator.lock:
+            agree = sum(
+                1 for stamp, label in operator.labels.items() if operator.scorer.truth.get(stamp) == label
+            )
+            unknown = sum(1 for stamp in operator.labels if stamp not in operator.scorer.truth)
+            total = len(operator.labels)
+        disagree = total - agree - unknown
+        self.progress.say(f'labels checked against ground truth: {agree}/{total} agree, {disagree} disagree')
+        if disagree:
+            raise DemoError(f'{disagree} captured labels differ from the ground truth of their pairs')
+        return {'labels': total, 'agree': agree, 'disagree': disagree, 'no_ground_truth': unknown}
+
+    def _train(self, archives: list[Path]) -> None:
+        python = self.python
+        run_command(
+            [python, '-m', 'training.convert', *map(str, archives), '-o', str(self.dataset_dir)],
+            self.checkout,
+            self.logs_dir / 'convert.log',
+            self.progress,
+            self.timeout(300),
+        )
+        manifest = json.loads((self.dataset_dir / 'manifest.json').read_text())
+        self.summary['dataset'] = {
+            key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
+        }
+        run_command(
+            [
+                python,
+                '-m',
+                'training.fit',
+                '--config',
+                str(self.checkout / 'training' / 'configs' / self.plan.fit_config),
+                f'--data.dataset_dir={self.dataset_dir}',
+                f'--trainer.default_root_dir={self.train_dir}',
+                *self.plan.fit_args,
+            ],
+            self.checkout,
+            self.logs_dir / 'fit.log',
+            self.progress,
+            self.timeout(720),
+        )
+        run_command(
+            [python, '-m', 'training.export', '--run', str(self.train_dir), '--out', str(self.onnx_path)],
+            self.checkout,
+            self.logs_dir / 'export.log',
+            self.progress,
+            self.timeout(300),
+        )
+
+    def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
+        from weld_core.model_file import read_model_info
+
+        info = read_model_info(self.onnx_path)
+        self.summary['model'] = {
+            'model_id': info.model_id,
+            'path': str(self.onnx_path),
+            'validation_metrics': info.validation_metrics,
+        }
+        # written under a hidden name and renamed: the node never sees half a file
+        partial = self.models_dir / f'.{self.onnx_path.name}.part'
+        shutil.copyfile(self.onnx_path, partial)
+        deployed = self.models_dir / self.onnx_path.name
+        os.replace(partial, deployed)
+        deployed_at = time.monotonic()
+        model = Answerer('model', info.model_id)
+        operator.wait_for(
+            lambda: any(who == model for who, _ in operator.scorer.results.values()),
+            self.timeout(90),
+            f'results from model {info.model_id}',
+        )
+        self.summary['model']['pickup_s'] = round(time.monotonic() - deployed_at, 2)
+        self.progress.say(
+            f'live node answers with {info.model_id} after {self.summary["model"]["pickup_s"]} s'
+        )
+        self._check_nodes(runner)
+        return info.model_id
+
+    def _evaluate(self, runner: GraphRunner, operator: Operator, model_id: str) -> None:
+        model = Answerer('model', model_id)
+        with operator.lock:
+            since = min(stamp for stamp, (who, _) in operator.scorer.results.items() if who == model)
+        operator.wait_for(
+            lambda: operator.scorer.count(model, since) >= self.plan.model_results,
+            self.timeout(60 + self.plan.model_results),
+            f'{self.plan.model_results} scored model results',
+        )
+        self._check_nodes(runner)
+        with operator.lock:
+            live = operator.scorer.scores(since_ns=since)
+        rules_window = self.summary['rules_window']
+        rules_score = Score(
+            Answerer('rules'),
+            rules_window['results_scored'],
+            rules_window['correct'],
+            rules_window['recall_per_class'],
+            rules_window['confusion'],
+        )
+        rows = [rules_score, *live]
+        self.summary['model_window'] = [score.as_dict() for score in live]
+        self.progress.say(
+            'live results against the simulator ground truth (rules: before the model; model: after)'
+        )
+        print(format_table(rows, self.classes), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='weld-demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        '--quick', action='store_true', help='a short loop (few pairs, a few fit steps): for tests'
+    )
+    parser.add_argument('--run-dir', type=Path, default=None, help='run folder (default: runs/demo-<time>/)')
+    parser.add_argument(
+        '--domain-id', type=int, default=None, help='ROS_DOMAIN_ID to prefer (default: a free one)'
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    try:
+        checkout = find_checkout()
+        run_dir = (args.run_dir or checkout / 'runs' / time.strftime('demo-%Y%m%d-%H%M%S')).resolve()
+        with exclusive_domain(args.domain_id) as domain_id:
+            summary = Demo(plan, run_dir, checkout, domain_id).run()
+    except WeldError as error:
+        print(f'[demo] FAILED: {error}', file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print('[demo] interrupted: the graph was stopped', file=sys.stderr, flush=True)
+        return 130
+    print(f'[demo] done in {summary["wall_time_s"]} s; summary: {run_dir / "summary.json"}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
