@@ -92,6 +92,10 @@ class SceneRenderer:
         self.rgb_noise = rng.standard_normal((3, *self.bank_shape)).astype(np.float32)
         self.depth_noise = rng.standard_normal(self.bank_shape).astype(np.float32)
         self.uniform = rng.random(self.bank_shape, dtype=np.float32)
+        grain = cv2.GaussianBlur(
+            rng.standard_normal(self.bank_shape).astype(np.float32), (0, 0), 1.6 * self.scale
+        )
+        self.grain = grain / (grain.std() + 1e-6)
         self.tint_lut = _tint_lut()
         small = (max(4, height // 8), max(4, width // 8))
         self.small_shape = small
@@ -142,8 +146,14 @@ class SceneRenderer:
         phase = (2 * np.pi / scene.ripple_pitch_mm) * (
             scene.ripple_direction * u_mm[None, :] + (scene.ripple_curvature * half_width)[None, :] * t2
         )
+        phase += np.interp(
+            u_mm, np.linspace(u_mm[0], u_mm[-1], len(scene.ripple_jitter)), scene.ripple_jitter
+        )[None, :].astype(np.float32)
         ripple = np.sin(phase)
-        h = bead_height[None, :] * profile + (scene.ripple_amp_mm * ripple) * np.sqrt(base)
+        ripple_amp = scene.ripple_amp_mm * np.interp(
+            u_mm, np.linspace(u_mm[0], u_mm[-1], len(scene.ripple_strength)), scene.ripple_strength
+        ).astype(np.float32)
+        h = bead_height[None, :] * profile + (ripple_amp[None, :] * ripple) * np.sqrt(base)
         if scene.hi_lo_mm:
             h += scene.hi_lo_mm * np.clip(0.5 + across / 1.0, 0.0, 1.0)
         metal = np.clip(base * 5.0, 0.0, 1.0)
@@ -180,7 +190,7 @@ class SceneRenderer:
             scene.tint_noise, (across_small.shape[1], across_small.shape[0]), interpolation=cv2.INTER_CUBIC
         )
         distance = (np.abs(across_small) - half_width[None, ::step]) * (255.0 / scene.tint_width_mm)
-        distance += (0.12 * 255.0) * tint_noise
+        distance += (0.1 * 255.0) * tint_noise
         index = cv2.convertScaleAbs(np.maximum(distance, 0.0))
         lut = np.clip((1.0 + scene.tint_strength * (self.tint_lut - 1.0)) * _TINT_SCALE, 0, 255)
         tint = cv2.LUT(cv2.merge([index, index, index]), lut.astype(np.uint8).reshape(1, 256, 3))
@@ -280,6 +290,9 @@ class SceneRenderer:
         )
         tint_planes = cv2.split(cv2.resize(tint_small, (width, height), interpolation=cv2.INTER_LINEAR))
 
+        oy, ox = scene.texture_offset
+        bead_albedo *= 1.0 + scene.grain * self.grain[oy : oy + height, ox : ox + width]
+
         # geometry: normals from the height map, Blinn-Phong with the camera looking straight down
         grad_scale = 1.0 / (8.0 * mmpp)
         gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3, scale=grad_scale)
@@ -309,7 +322,6 @@ class SceneRenderer:
         specular *= illumination
 
         # albedo: brushed plate, stains, scratches, oxide tint, weld metal
-        oy, ox = scene.texture_offset
         plate = self.textures[scene.texture_index][oy : oy + height, ox : ox + width]
         if scene.texture_flip in (-1, 0, 1):
             plate = cv2.flip(plate, scene.texture_flip)

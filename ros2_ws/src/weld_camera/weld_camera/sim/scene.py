@@ -105,6 +105,9 @@ class SceneParams:
     ripple_amp_mm: float
     ripple_curvature: float
     ripple_direction: int
+    ripple_jitter: np.ndarray  # phase wander of the ripples along the seam (rad, knots over the band)
+    ripple_strength: np.ndarray  # relative ripple amplitude along the seam
+    grain: float  # surface grain of the weld metal (albedo modulation)
     meander: tuple[tuple[float, float, float], ...]  # (amplitude_mm, wavelength_mm, phase)
     width_wobble: np.ndarray  # relative half-width along the seam, sampled evenly over the band
     height_wobble: np.ndarray
@@ -282,10 +285,13 @@ def sample_scene(
         half_width_mm=half_width,
         bead_height_mm=bead_height,
         profile_power=float(rng.uniform(0.45, 0.9)),
-        ripple_pitch_mm=float(rng.uniform(0.7, 1.6)),
-        ripple_amp_mm=float(rng.uniform(0.03, 0.1)),
+        ripple_pitch_mm=float(rng.uniform(0.9, 1.7)),
+        ripple_amp_mm=float(rng.uniform(0.03, 0.12)),
         ripple_curvature=float(rng.uniform(0.3, 1.2)),
         ripple_direction=int(rng.choice([-1, 1])),
+        ripple_jitter=(rng.uniform(0.5, 2.5) * rng.standard_normal(40)).astype(np.float32),
+        ripple_strength=np.clip(1.0 + 0.35 * rng.standard_normal(16), 0.3, 1.8).astype(np.float32),
+        grain=float(rng.uniform(0.02, 0.06)),
         meander=meander,
         width_wobble=1 + rng.uniform(0.03, 0.1) * rng.standard_normal(12),
         height_wobble=1 + rng.uniform(0.03, 0.1) * rng.standard_normal(12),
@@ -295,7 +301,7 @@ def sample_scene(
         bead_rgb=bead_rgb,
         tint_width_mm=float(rng.uniform(3.0, MAX_TINT_MM)),
         tint_strength=float(rng.uniform(0.3, 1.0)),
-        tint_noise=rng.standard_normal((6, 40)).astype(np.float32),
+        tint_noise=rng.standard_normal((10, 64)).astype(np.float32),
         light_dir=light_dir,
         light_rgb=(1.0 + light_warm, 1.0, 1.0 - light_warm),
         ambient=float(rng.uniform(0.25, 0.45)),
@@ -323,7 +329,7 @@ def sample_scene(
         depth_noise_offset=offset(),
         depth_blur_px=float(rng.uniform(0.6, 1.3) * scale),
         depth_wobble=(rng.uniform(0.02, 0.08) * rng.standard_normal((4, 5))).astype(np.float32),
-        edge_dropout=float(rng.uniform(0.02, 0.15)),
+        edge_dropout=float(rng.uniform(0.05, 0.3)),
         speckle_dropout=float(rng.uniform(0.0001, 0.0008)),
         dropout_offset=offset(),
     )
@@ -379,7 +385,7 @@ def _add_defect(scene: SceneParams, rng: np.random.Generator) -> None:
         scene.droplets = tuple(droplets)
     elif scene.label == 'gap':
         length = 4.0 + 30.0 * s * rng.uniform(0.7, 1.0)
-        taper = rng.uniform(0.8, 2.0)
+        taper = rng.uniform(2.0, 5.0)
         span = scene.visible_u_mm[1] - scene.visible_u_mm[0]
         length = float(min(length, max(3.0, span - 2 * taper - 4.0)))
         u = _uniform_u(rng, scene, margin_mm=length / 2 + taper)
