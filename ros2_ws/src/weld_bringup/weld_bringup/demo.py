@@ -295,7 +295,7 @@ class Demo:
         self.dataset_dir = run_dir / 'dataset'
         self.train_dir = run_dir / 'train'
         self.onnx_path = run_dir / 'model' / 'weld_demo.onnx'
-        self.progress = Progress(total=6)
+        self.progress = Progress(total=5)
         self.summary: dict[str, Any] = {'plan': plan.name, 'run_dir': str(run_dir), 'domain_id': domain_id}
         self.classes = list(DEFAULT_CLASSES)
         self.evaluation_seed = EVALUATION_SEED
