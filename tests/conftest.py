@@ -5,7 +5,6 @@ id, so concurrent pytest runs do not hear each other) and the loopback Fast DDS 
 """
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
@@ -18,12 +17,9 @@ from typing import Any
 
 import pytest
 
-from weld_core.ros_env import loopback_env
+from weld_core.ros_env import exclusive_domain, loopback_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOMAIN_LOCK_DIR = Path('/tmp/weldvision-ros-domains')
-# 101..199: clear of the default domain 0 and of the ids people pick by hand
-DOMAIN_RANGE = range(101, 200)
 
 
 @pytest.fixture(scope='session')
@@ -31,31 +27,10 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-@contextlib.contextmanager
-def _exclusive_domain() -> Iterator[int]:
-    DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    start = (os.getpid() * 7) % len(DOMAIN_RANGE)
-    for offset in range(len(DOMAIN_RANGE)):
-        domain_id = DOMAIN_RANGE[(start + offset) % len(DOMAIN_RANGE)]
-        handle = open(DOMAIN_LOCK_DIR / f'{domain_id}.lock', 'w')  # noqa: SIM115 - held for the test
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        try:
-            yield domain_id
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-        return
-    raise RuntimeError(f'every ROS domain id in {DOMAIN_RANGE} is taken by another test run')
-
-
 @pytest.fixture
 def ros_domain_id() -> Iterator[int]:
     """A ROS_DOMAIN_ID held by this test alone on this machine."""
-    with _exclusive_domain() as domain_id:
+    with exclusive_domain() as domain_id:
         yield domain_id
 
 

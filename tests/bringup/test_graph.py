@@ -7,6 +7,7 @@ import yaml
 
 from weld_bringup import graph
 from weld_bringup.runner import node_command, overrides_yaml
+from weld_core.ros_env import DOMAIN_RANGE, exclusive_domain
 
 
 @pytest.fixture
@@ -106,3 +107,11 @@ def test_site_configs_are_keyed_by_the_node_names_of_the_graph() -> None:
         content = yaml.safe_load(path.read_text())
         assert list(content) == [spec.name], path
         assert isinstance(content[spec.name]['ros__parameters'], dict), path
+
+
+def test_exclusive_domains_are_distinct_and_a_free_preferred_id_is_honoured() -> None:
+    with exclusive_domain() as first, exclusive_domain(preferred=first) as second:
+        assert first != second
+        assert first in DOMAIN_RANGE and second in DOMAIN_RANGE
+    with exclusive_domain(preferred=first) as again:
+        assert again == first

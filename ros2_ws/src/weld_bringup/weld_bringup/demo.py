@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from weld_bringup import graph
-from weld_bringup.domains import exclusive_domain
 from weld_bringup.runner import GraphRunner
 from weld_bringup.scoring import Answerer, LiveScorer, Score, format_table
 from weld_core.classes import DEFAULT_CLASSES
 from weld_core.errors import WeldError
-from weld_core.ros_env import loopback_env
+from weld_core.ros_env import exclusive_domain, loopback_env
 
 GROUND_TRUTH_TOPIC = '/weld/sim/ground_truth'
 DEFECTS_TOPIC = '/weld/defects'
@@ -257,12 +256,21 @@ class Operator:
         rclpy.shutdown(context=self.context)
 
 
-def run_command(command: Sequence[str], cwd: Path, log: Path, progress: Progress, timeout_s: float) -> None:
-    """Run a desktop step with its output on the terminal (progress bars) and in a log file."""
+def run_command(
+    command: Sequence[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress, timeout_s: float
+) -> str:
+    """Run a desktop step with its output on the terminal (progress bars) and in a log file; its output."""
     progress.say('$ ' + ' '.join(command))
+    lines: list[str] = []
     with log.open('w', encoding='utf-8') as handle:
         process = subprocess.Popen(
-            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors='replace'
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors='replace',
         )
         stream = process.stdout
         if stream is None:
@@ -271,6 +279,7 @@ def run_command(command: Sequence[str], cwd: Path, log: Path, progress: Progress
         timer.start()
         try:
             for line in stream:
+                lines.append(line)
                 handle.write(line)
                 sys.stdout.write(line)
                 sys.stdout.flush()
@@ -278,7 +287,8 @@ def run_command(command: Sequence[str], cwd: Path, log: Path, progress: Progress
             timer.cancel()
         code = process.wait()
     if code != 0:
-        raise DemoError(f'{" ".join(command[:3])} failed with exit code {code}; its output is in {log}')
+        raise DemoError(f'{" ".join(command[1:3])} failed with exit code {code}; its output is in {log}')
+    return ''.join(lines)
 
 
 class Demo:
@@ -496,42 +506,40 @@ class Demo:
             raise DemoError(f'{disagree} captured labels differ from the ground truth of their pairs')
         return {'labels': total, 'agree': agree, 'disagree': disagree, 'no_ground_truth': unknown}
 
-    def _train(self, archives: list[Path]) -> None:
-        python = self.python
-        run_command(
-            [python, '-m', 'training.convert', *map(str, archives), '-o', str(self.dataset_dir)],
-            self.checkout,
-            self.logs_dir / 'convert.log',
-            self.progress,
-            self.timeout(300),
+    def _desktop(self, step: str, arguments: Sequence[str], timeout_s: float) -> str:
+        """``python -m training.<step>`` in the run's train folder (its relative log paths land there)."""
+        self.train_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(self.checkout), env.get('PYTHONPATH', '')]))
+        command = [self.python, '-m', f'training.{step}', *arguments]
+        return run_command(
+            command, self.train_dir, env, self.logs_dir / f'{step}.log', self.progress, timeout_s
         )
+
+    def _train(self, archives: list[Path]) -> None:
+        self._desktop('convert', [*map(str, archives), '-o', str(self.dataset_dir)], self.timeout(300))
         manifest = json.loads((self.dataset_dir / 'manifest.json').read_text())
         self.summary['dataset'] = {
             key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
         }
-        run_command(
-            [
-                python,
-                '-m',
-                'training.fit',
-                '--config',
-                str(self.checkout / 'training' / 'configs' / self.plan.fit_config),
-                f'--data.dataset_dir={self.dataset_dir}',
-                f'--trainer.default_root_dir={self.train_dir}',
-                *self.plan.fit_args,
-            ],
-            self.checkout,
-            self.logs_dir / 'fit.log',
-            self.progress,
-            self.timeout(720),
-        )
-        run_command(
-            [python, '-m', 'training.export', '--run', str(self.train_dir), '--out', str(self.onnx_path)],
-            self.checkout,
-            self.logs_dir / 'export.log',
-            self.progress,
-            self.timeout(300),
-        )
+        config = self.checkout / 'training' / 'configs' / self.plan.fit_config
+        fit_arguments = [
+            '--config',
+            str(config),
+            f'--data.dataset_dir={self.dataset_dir}',
+            *self.plan.fit_args,
+        ]
+        self._desktop('fit', fit_arguments, self.timeout(720))
+        reports = sorted(self.train_dir.glob('**/report/metrics.json'), key=lambda path: path.stat().st_mtime)
+        if not reports:
+            raise DemoError(f'training.fit wrote no report/metrics.json under {self.train_dir}')
+        fit_metrics = json.loads(reports[-1].read_text())
+        checkpoint = Path(fit_metrics['best_checkpoint'])
+        self.summary['fit'] = {
+            key: fit_metrics.get(key)
+            for key in ('best_checkpoint', 'fit_seconds', 'epochs_run', 'val', 'test')
+        }
+        self._desktop('export', [str(checkpoint), '-o', str(self.onnx_path)], self.timeout(300))
 
     def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
         from weld_core.model_file import read_model_info
