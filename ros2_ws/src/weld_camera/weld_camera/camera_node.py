@@ -75,6 +75,8 @@ def _descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     descriptor = ParameterDescriptor(
         name=spec.name, type=_PARAMETER_TYPES[type(spec.default)], description=spec.description
     )
+    if spec.any_type:
+        descriptor.dynamic_typing = True
     if spec.choices:
         descriptor.additional_constraints = 'one of: ' + ', '.join(spec.choices)
     if spec.min_value is not None and spec.max_value is not None:
@@ -502,7 +504,12 @@ def main(args: list[str] | None = None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
-        print(f'weld_camera: invalid parameter: {exc}', file=sys.stderr)
+        hint = (
+            ' (write doubles with a decimal point, e.g. 30.0)'
+            if "expecting type 'DOUBLE'" in str(exc)
+            else ''
+        )
+        print(f'weld_camera: invalid parameter: {exc}{hint}', file=sys.stderr)
         exit_code = 1
     finally:
         if node is not None:

@@ -45,6 +45,7 @@ class Pacer:
         on_error: Callable[[BaseException], None] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         max_lag_ns: int | None = None,
+        wait_s: Callable[[float], bool] | None = None,
     ) -> None:
         if period_ns is not None and period_ns <= 0:
             raise ValueError(f'period_ns must be > 0, got {period_ns}')
@@ -57,6 +58,8 @@ class Pacer:
         default_lag = 2 * period_ns if period_ns else 200_000_000
         self._max_lag_ns = max(max_lag_ns if max_lag_ns is not None else default_lag, 1)
         self._stop = threading.Event()
+        # sleeps until the deadline; True when stopped meanwhile (tests give a simulated clock)
+        self._wait_s = wait_s or self._stop.wait
         self._thread: threading.Thread | None = None
         self.stats = PacingStats()
 
@@ -66,6 +69,10 @@ class Pacer:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name='weld_camera-pacer', daemon=True)
         self._thread.start()
+
+    def run(self) -> None:
+        """Pace in the calling thread until the supply ends or stop() is called."""
+        self._run()
 
     def stop(self) -> None:
         self._stop.set()
@@ -112,7 +119,7 @@ class Pacer:
             deadline_ns = anchor_ns + self._deadline_offset_ns(frame, index)
             now_ns = self._clock_ns()
             if deadline_ns > now_ns:
-                if self._stop.wait((deadline_ns - now_ns) / 1e9):
+                if self._wait_s((deadline_ns - now_ns) / 1e9) or self._stop.is_set():
                     return
             elif now_ns - deadline_ns > self._max_lag_ns:
                 anchor_ns += now_ns - deadline_ns

@@ -30,6 +30,7 @@ class ParameterSpec:
     min_value: float | None = None
     max_value: float | None = None
     choices: tuple[str, ...] = ()
+    any_type: bool = False  # the value may come as a number or a string (declared with dynamic typing)
 
 
 PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
@@ -105,7 +106,8 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         'replay_rate',
         RECORDED_RATE,
-        'replay: "recorded" (the bag\'s own timing) or a fixed rate in Hz, e.g. "10"',
+        'replay: "recorded" (the bag\'s own timing) or a fixed rate in Hz, e.g. 10',
+        any_type=True,
     ),
     ParameterSpec('loop', False, 'replay: start again at the end of the bag'),
     ParameterSpec(
@@ -215,6 +217,8 @@ def _check_topic(name: str, value: str, allow_empty: bool = False) -> list[str]:
 
 def _check_spec(spec: ParameterSpec, value: Any) -> list[str]:
     """Type, range and choices, for values that did not come through rclpy's descriptors."""
+    if spec.any_type:
+        return []
     expected = type(spec.default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -278,7 +282,7 @@ def settings_from_values(values: Mapping[str, Any]) -> CameraSettings:
             )
     if source == 'replay':
         try:
-            replay_rate_hz = parse_replay_rate(merged['replay_rate'])
+            replay_rate_hz = parse_replay_rate(str(merged['replay_rate']))
         except CameraConfigError as exc:
             problems.append(str(exc))
         if not merged['bag_path'].strip():

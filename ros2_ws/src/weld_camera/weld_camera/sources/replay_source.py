@@ -86,13 +86,14 @@ class ReplaySource:
         self._frames: Iterator[CameraFrame] | None = None
 
     def _read_side_topics(self, reader: AnyReader) -> None:
+        # reader.messages(connections=[]) means every connection: ask only for topics the bag has
         label_conns = [c for c in reader.connections if c.topic == LABEL_TOPIC and c.msgtype == DEFECT_LABEL]
-        for conn, _, raw in reader.messages(connections=label_conns):
+        for conn, _, raw in reader.messages(connections=label_conns) if label_conns else ():
             msg = reader.deserialize(raw, conn.msgtype)
             self.labels[stamp_to_ns(msg.header.stamp)] = (str(msg.label), str(msg.note))
         for topic in (RGB_INFO_TOPIC, DEPTH_INFO_TOPIC):
             conns = [c for c in reader.connections if c.topic == topic and c.msgtype == CAMERA_INFO]
-            for conn, _, raw in reader.messages(connections=conns):
+            for conn, _, raw in reader.messages(connections=conns) if conns else ():
                 info = Intrinsics.from_msg(reader.deserialize(raw, conn.msgtype))
                 if topic == RGB_INFO_TOPIC:
                     self.intrinsics = info
