@@ -1,0 +1,19 @@
+"""Errors of the inference component; each names what is wrong and what to do about it."""
+
+from weld_core.errors import WeldError
+
+
+class InferenceError(WeldError):
+    """Base class of the errors weld_inference raises on purpose."""
+
+
+class ModelRejectedError(InferenceError, ValueError):
+    """A model file was refused: unloadable, bad metadata, checksum mismatch or failed self-test."""
+
+
+class ModelOutputError(InferenceError, ValueError):
+    """A model call returned something that is not one probability per class (shape, NaN, inf, range)."""
+
+
+class ModelRunError(InferenceError, RuntimeError):
+    """ONNX Runtime raised during a model call (the op failed on this input, or the call was cancelled)."""
