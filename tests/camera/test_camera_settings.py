@@ -97,3 +97,9 @@ def test_replay_needs_a_rosbag2_directory(tmp_path: Path) -> None:
         ).replay_rate_hz
         == 20.0
     )
+
+
+def test_readme_documents_every_parameter() -> None:
+    readme = (PACKAGE / 'README.md').read_text()
+    missing = [spec.name for spec in PARAMETER_SPECS if f'`{spec.name}`' not in readme]
+    assert not missing, f'parameters missing from weld_camera/README.md: {missing}'

@@ -190,3 +190,65 @@ def test_sim_source_rejects_settings_the_simulator_cannot_render() -> None:
 def test_depth_round_trip_reference() -> None:
     _, depth = frame_arrays(2)
     np.testing.assert_allclose(depth_m_from_msg(_msg(depth_m_to_image(depth, '16UC1'))), depth, atol=0.0005)
+
+
+def _write_video(path: Path, frames: int) -> list[np.ndarray]:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 30.0, (64, 48))
+    colours = []
+    for index in range(frames):
+        rgb = np.zeros((48, 64, 3), np.uint8)
+        rgb[...] = (40 + 20 * index, 100, 220 - 20 * index)
+        writer.write(np.ascontiguousarray(rgb[:, :, ::-1]))
+        colours.append(rgb)
+    writer.release()
+    return colours
+
+
+@pytest.mark.parametrize('with_depth', [False, True])
+def test_device_source_pairs_captured_colour_with_depth(tmp_path: Path, with_depth: bool) -> None:
+    from weld_camera.sources import DeviceSource
+
+    colours = _write_video(tmp_path / 'camera.avi', 6)
+    emitted, errors = [], []
+    stamps = iter(range(1_000 * MS, 2_000 * MS, 33 * MS))
+    relay = RelayPairer('16UC1', slop_ns=15 * MS)
+    source = DeviceSource(
+        str(tmp_path / 'camera.avi'),
+        64,
+        48,
+        30.0,
+        relay,
+        with_depth=with_depth,
+        emit=emitted.append,
+        on_error=errors.append,
+        clock_ns=lambda: next(stamps),
+    )
+    if with_depth:
+        for index in range(6):  # the depth driver's frames, 2 ms after each colour grab
+            source.add_depth(
+                1_000 * MS + index * 33 * MS + 2 * MS,
+                _msg(depth_m_to_image(frame_arrays(index, 64, 48)[1], '32FC1')),
+            )
+    source.start()
+    deadline = threading.Event()
+    for _ in range(100):
+        if len(emitted) >= 6 or errors:
+            break
+        deadline.wait(0.05)
+    source.close()
+    assert len(emitted) == 6, errors
+    assert [f.stamp_ns for f in emitted] == [1_000 * MS + i * 33 * MS for i in range(6)]
+    for frame, colour in zip(emitted, colours, strict=True):
+        assert np.abs(_as_array(frame.rgb).astype(int) - colour).mean() < 6  # MJPG is lossy
+        depth_mm = _as_array(frame.depth)
+        assert frame.depth.encoding == '16UC1'
+        assert (depth_mm.max() > 0) == with_depth  # no depth sensor: 0 everywhere (no data)
+
+
+def test_device_source_reports_a_missing_camera() -> None:
+    from weld_camera.sources import DeviceSource
+
+    with pytest.raises(SourceError, match='no colour camera at device index 63'):
+        DeviceSource(63, 64, 48, 30.0, RelayPairer('32FC1', 0), with_depth=False, emit=print, on_error=print)

@@ -19,7 +19,7 @@ from weld_camera.sources.relay import RelayPairer, empty_depth_fields, rgb_field
 class DeviceSource:
     def __init__(
         self,
-        device_index: int,
+        device: int | str,
         width: int,
         height: int,
         rate_hz: float,
@@ -29,17 +29,18 @@ class DeviceSource:
         on_error: Callable[[BaseException], None],
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._capture = cv2.VideoCapture(device_index)
+        # an index opens /dev/videoN; a path or URL (a video file, a stream) opens through OpenCV too
+        self._capture = cv2.VideoCapture(device)
         if not self._capture.isOpened():
             self._capture.release()
+            where = f'device index {device} (/dev/video{device})' if isinstance(device, int) else repr(device)
             raise SourceError(
-                f'no colour camera at device index {device_index} (/dev/video{device_index}): '
-                'check the cable and permissions, or pick another device_index'
+                f'no colour camera at {where}: check the cable and permissions, or pick another device_index'
             )
         self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         self._capture.set(cv2.CAP_PROP_FPS, rate_hz)
-        self.device_index = device_index
+        self.device = device
         self.pairer = pairer
         self._with_depth = with_depth
         self._emit = emit
@@ -85,7 +86,7 @@ class DeviceSource:
                 self.failed_grabs += 1
                 consecutive_failures += 1
                 if consecutive_failures >= 50:
-                    self._on_error(SourceError(f'camera {self.device_index} stopped delivering frames'))
+                    self._on_error(SourceError(f'camera {self.device} stopped delivering frames'))
                     return
                 self._stop.wait(0.02)
                 continue
