@@ -13,8 +13,8 @@ Rules (documented for operators in the node's parameter descriptions and README)
 - The folder is the truth: when the running model's file is deleted (or renamed away), the model is
   withdrawn; the node switches to the newest valid remaining model, else the rules answer with
   ``fallback_reason`` saying so. A model is never kept running from a file the operator removed.
-  Overwriting the running model's file with an invalid one is a rejected new model: the running one
-  stays until its file is deleted.
+  Overwriting the running model's file in place with an invalid one is a rejected new model: the
+  newest other valid file runs, else the loaded session stays until its file is deleted or fixed.
 """
 
 import logging
