@@ -116,7 +116,7 @@ def fit_plate_plane(
 class Preprocessor:
     """Turns one frame pair (HxWx3 uint8 RGB, HxW float32 metres) into a (C, H, W) float32 input."""
 
-    input_size: tuple[int, int] = (240, 320)
+    input_size: tuple[int, int] = (120, 160)
     channels: tuple[str, ...] = ALL_CHANNELS
     normalization: Mapping[str, tuple[float, float]] = field(
         default_factory=lambda: dict(DEFAULT_NORMALIZATION)
@@ -215,22 +215,8 @@ class Preprocessor:
         )
 
     # --- the transform ---------------------------------------------------------------------
-    def resize_pair(self, rgb: np.ndarray, depth_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bring a pair to ``input_size``: area-averaged colour, nearest-neighbour depth.
-
-        Depth is never interpolated: averaging across a no-data pixel or a bead edge would invent
-        surfaces that do not exist.
-        """
-        self._check_inputs(rgb, depth_m)
-        height, width = self.input_size
-        if rgb.shape[:2] != (height, width):
-            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-        if depth_m.shape != (height, width):
-            depth_m = cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST)
-        return rgb, depth_m
-
     def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
-        """Depth in metres (already at input_size) -> height, relief (mm) and valid maps."""
+        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution."""
         depth = np.asarray(depth_m, dtype=np.float32)
         near, far = self.depth_range_m
         valid = np.isfinite(depth) & (depth > near) & (depth < far)
@@ -266,15 +252,29 @@ class Preprocessor:
         return total / np.maximum(norm, np.float32(1e-3))
 
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised."""
-        rgb, depth_m = self.resize_pair(rgb, depth_m)
+        """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised.
+
+        The depth features are computed at the sensor's resolution and then area-averaged to
+        ``input_size``: a pore of two pixels survives the downscaling as a shallower dip instead of
+        vanishing between the samples of a nearest-neighbour resize.
+        """
+        self._check_inputs(rgb, depth_m)
+        height, width = self.input_size
         planes: dict[str, np.ndarray] = {}
         if self.uses_rgb:
+            if rgb.shape[:2] != (height, width):
+                rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
             colour = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
             planes.update({name: colour[:, :, index] for index, name in enumerate(RGB_CHANNELS)})
         if self.uses_depth:
-            planes.update(self.depth_features(depth_m))
-        out = np.empty((len(self.channels), *self.input_size), np.float32)
+            features = self.depth_features(depth_m)
+            if depth_m.shape != (height, width):
+                features = {
+                    name: cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
+                    for name, plane in features.items()
+                }
+            planes.update(features)
+        out = np.empty((len(self.channels), height, width), np.float32)
         for index, name in enumerate(self.channels):
             mean, std = self.normalization[name]
             np.subtract(planes[name], np.float32(mean), out=out[index])

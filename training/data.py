@@ -1,0 +1,216 @@
+"""The converted dataset as tensors: every frame preprocessed once by the shared Preprocessor.
+
+The preprocessed inputs are cached next to the dataset (keyed by the dataset digest and the
+preprocessing settings), so a second fit on the same data skips even the plane fits. Splits come
+from the manifest (grouped by session); ``val_sessions`` / ``test_sessions`` override them.
+"""
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from tqdm import tqdm
+
+from training.convert import ARRAYS, MANIFEST
+from training.errors import DatasetError
+from weld_core.classes import check_class_list
+from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
+
+
+def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
+    path = Path(dataset_dir) / MANIFEST
+    if not path.is_file():
+        raise DatasetError(
+            f'{dataset_dir}: no {MANIFEST}; make the dataset with `python -m training.convert`'
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f'{path}: not valid JSON ({exc}); convert again') from exc
+    if not manifest.get('frames'):
+        raise DatasetError(f'{path}: the dataset has no frames')
+    return manifest
+
+
+class FrameStore:
+    """Lazy access to the converted arrays of a dataset (memory-mapped .npy files)."""
+
+    def __init__(self, dataset_dir: str | Path) -> None:
+        self.root = Path(dataset_dir)
+        self.manifest = load_manifest(self.root)
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        return self.manifest['frames']
+
+    def pair(self, frame: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        key = frame['array']
+        if key not in self._arrays:
+            base = self.root / ARRAYS
+            try:
+                rgb = np.load(base / f'{key}_rgb.npy', mmap_mode='r')
+                depth = np.load(base / f'{key}_depth.npy', mmap_mode='r')
+            except (OSError, ValueError) as exc:
+                raise DatasetError(f'{base}: arrays of {key} unreadable ({exc}); convert again') from exc
+            self._arrays[key] = (rgb, depth)
+        rgb, depth = self._arrays[key]
+        row = int(frame['row'])
+        return np.asarray(rgb[row]), np.asarray(depth[row])
+
+
+def preprocess_frames(
+    store: FrameStore, frames: Sequence[dict[str, Any]], preprocessor: Preprocessor, progress: bool = True
+) -> np.ndarray:
+    """(N, C, H, W) float16 inputs of ``frames`` (float16 halves the memory; inputs are O(1))."""
+    out = np.empty((len(frames), len(preprocessor.channels), *preprocessor.input_size), np.float16)
+    for index, frame in enumerate(tqdm(frames, desc='preprocess', disable=not progress, file=sys.stderr)):
+        out[index] = preprocessor(*store.pair(frame))
+    return out
+
+
+class WeldDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over a dataset folder made by ``python -m training.convert``."""
+
+    def __init__(
+        self,
+        dataset_dir: str,
+        channels: str = 'rgb,depth',
+        input_size: tuple[int, int] = (120, 160),
+        batch_size: int = 32,
+        num_workers: int = 0,
+        balanced_sampler: bool = False,
+        class_weighting: bool = True,
+        val_sessions: list[str] | None = None,
+        test_sessions: list[str] | None = None,
+        cache: bool = True,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.store = FrameStore(dataset_dir)
+        self.class_names: tuple[str, ...] = check_class_list(self.store.manifest['classes'])
+        self.channels: tuple[str, ...] = expand_channels(channels)
+        self.preprocessor = Preprocessor(
+            input_size=tuple(input_size),  # type: ignore[arg-type]
+            channels=self.channels,
+            normalization={name: DEFAULT_NORMALIZATION[name] for name in self.channels},
+        )
+        self.splits = self._assign_splits(val_sessions, test_sessions)
+        counts = {split: len(frames) for split, frames in self.splits.items()}
+        if not counts.get('train'):
+            raise DatasetError(f'{dataset_dir}: the split leaves no training frames ({counts})')
+        self.tensors: dict[str, TensorDataset] = {}
+
+    @property
+    def digest(self) -> str:
+        return str(self.store.manifest['digest'])
+
+    def _assign_splits(
+        self, val_sessions: list[str] | None, test_sessions: list[str] | None
+    ) -> dict[str, list[dict[str, Any]]]:
+        frames = self.store.frames
+        sessions = {frame['session'] for frame in frames}
+        for name in (val_sessions or []) + (test_sessions or []):
+            if name not in sessions:
+                raise DatasetError(f'session {name!r} is not in the dataset (it has {sorted(sessions)})')
+        splits: dict[str, list[dict[str, Any]]] = {'train': [], 'val': [], 'test': []}
+        for frame in frames:
+            split = frame['split']
+            if val_sessions is not None or test_sessions is not None:
+                split = 'train'
+                if frame['session'] in (val_sessions or []):
+                    split = 'val'
+                elif frame['session'] in (test_sessions or []):
+                    split = 'test'
+            splits[split].append(frame)
+        return splits
+
+    def _cache_path(self, split: str) -> Path:
+        key = json.dumps(
+            [
+                self.digest,
+                split,
+                self.preprocessor.to_metadata(),
+                [(f['array'], f['row']) for f in self.splits[split]],
+            ],
+            sort_keys=True,
+        )
+        name = hashlib.sha256(key.encode()).hexdigest()[:20]
+        return self.store.root / 'cache' / f'{split}-{name}.npy'
+
+    def inputs(self, split: str) -> np.ndarray:
+        frames = self.splits[split]
+        if not frames:
+            return np.empty((0, len(self.channels), *self.preprocessor.input_size), np.float16)
+        path = self._cache_path(split)
+        if self.hparams['cache'] and path.is_file():
+            return np.load(path)
+        array = preprocess_frames(self.store, frames, self.preprocessor, progress=self.hparams['progress'])
+        if self.hparams['cache']:
+            path.parent.mkdir(exist_ok=True)
+            temp = path.with_suffix('.tmp.npy')
+            np.save(temp, array)
+            temp.replace(path)
+        return array
+
+    def labels(self, split: str) -> np.ndarray:
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return np.array([index[f['label']] for f in self.splits[split]], np.int64)
+
+    def class_counts(self, split: str = 'train') -> np.ndarray:
+        return np.bincount(self.labels(split), minlength=len(self.class_names))
+
+    @property
+    def class_weights(self) -> list[float] | None:
+        """Inverse class frequency of the training split (mean 1), or None when disabled."""
+        if not self.hparams['class_weighting'] or self.hparams['balanced_sampler']:
+            return None
+        counts = np.maximum(self.class_counts('train'), 1).astype(np.float64)
+        weights = counts.sum() / (len(counts) * counts)
+        return [float(w) for w in weights / weights.mean()]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ('train', 'val', 'test'):
+            if split not in self.tensors:
+                self.tensors[split] = TensorDataset(
+                    torch.from_numpy(self.inputs(split)), torch.from_numpy(self.labels(split))
+                )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.tensors['train']
+        sampler = None
+        if self.hparams['balanced_sampler']:
+            labels = self.labels('train')
+            weights = 1.0 / np.maximum(self.class_counts('train'), 1)[labels]
+            sampler = WeightedRandomSampler(
+                torch.from_numpy(weights), num_samples=len(labels), replacement=True
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams['batch_size'],
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.hparams['num_workers'],
+            drop_last=len(dataset) > self.hparams['batch_size'],
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self.tensors[split],
+            batch_size=max(64, self.hparams['batch_size']),
+            num_workers=self.hparams['num_workers'],
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader('val' if len(self.tensors['val']) else 'train')
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader('test' if len(self.tensors['test']) else 'val')

@@ -1,0 +1,154 @@
+"""``python -m training.evaluate``: run ONNX models the way the board does, on a split or on bags.
+
+    python -m training.evaluate models/a.onnx --dataset data/weldsim --split test
+    python -m training.evaluate models/a.onnx --bags /path/to/new/sessions
+
+Each model is run through the runtime path (``read_model_info`` -> its own Preprocessor from the
+file's metadata -> ONNX Runtime), so what is measured is what would be deployed. Reports per-class
+recall, macro-recall, good-FPR, missed-defect rate, latency per frame (preprocessing and model),
+file size and GFLOP. ``python -m training.compare`` prints several models side by side.
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.convert import convert
+from training.data import FrameStore
+from training.errors import DatasetError
+from training.metrics import classification_metrics
+from weld_core.errors import WeldError
+from weld_core.model_file import open_session, read_model_info
+
+
+def evaluate_model(
+    model_path: str | Path, store: FrameStore, frames: Sequence[dict[str, Any]], threads: int = 1
+) -> dict[str, Any]:
+    """Metrics and timings of one ONNX model on ``frames`` of ``store`` (batch 1, like the board)."""
+    model_path = Path(model_path)
+    session = open_session(model_path, threads=threads)
+    info = read_model_info(model_path, session=session)
+    names = list(info.class_names)
+    missing = sorted({f['label'] for f in frames} - set(names))
+    if missing:
+        raise DatasetError(f'{model_path}: the data has classes the model does not know: {missing}')
+    preds, targets, pre_ms, model_ms = [], [], [], []
+    for frame in frames:
+        rgb, depth = store.pair(frame)
+        start = time.perf_counter()
+        tensor = info.preprocessor(rgb, depth)[None]
+        mid = time.perf_counter()
+        probs = session.run(None, {info.input_name: tensor})[0][0]
+        end = time.perf_counter()
+        pre_ms.append((mid - start) * 1e3)
+        model_ms.append((end - mid) * 1e3)
+        preds.append(int(np.argmax(probs)))
+        targets.append(names.index(frame['label']))
+    metrics = classification_metrics(torch.tensor(preds), torch.tensor(targets), names)
+    metrics.update(
+        model=str(model_path),
+        model_id=info.model_id,
+        latency_ms=float(np.median(model_ms)) if model_ms else 0.0,
+        preprocess_ms=float(np.median(pre_ms)) if pre_ms else 0.0,
+        size_mb=model_path.stat().st_size / 1e6,
+        gflop=float(info.metadata.get('gflop', 'nan')),
+        input=f'{",".join(info.preprocessor.channels)} @ {info.metadata["input_size"]}',
+    )
+    return metrics
+
+
+def _frames(store: FrameStore, split: str) -> list[dict[str, Any]]:
+    frames = store.frames if split == 'all' else [f for f in store.frames if f['split'] == split]
+    if not frames:
+        raise DatasetError(f'{store.root}: no frames in split {split!r}')
+    return frames
+
+
+def evaluate(
+    models: Sequence[str | Path],
+    dataset_dir: str | Path | None = None,
+    bags: Sequence[str | Path] = (),
+    split: str = 'test',
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Evaluate every model on the same frames: a dataset split, or every labelled frame of ``bags``."""
+    if bool(dataset_dir) == bool(bags):
+        raise DatasetError('give either a dataset folder or bags to evaluate on')
+    if bags:
+        with tempfile.TemporaryDirectory(prefix='weld-eval-') as temp:
+            convert(bags, temp, progress=False)
+            store = FrameStore(temp)
+            return [evaluate_model(m, store, store.frames, threads) for m in models]
+    store = FrameStore(dataset_dir)  # type: ignore[arg-type]
+    frames = _frames(store, split)
+    return [evaluate_model(m, store, frames, threads) for m in models]
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """Side-by-side table: one column per model."""
+    if not results:
+        return '(no models)'
+    names = list(results[0]['per_class'])
+    rows: list[tuple[str, list[str]]] = [
+        ('model', [Path(r['model']).name for r in results]),
+        ('input', [r['input'] for r in results]),
+        ('frames', [str(r['frames']) for r in results]),
+        ('macro-recall', [f'{r["macro_recall"]:.3f}' for r in results]),
+        ('good-FPR', [f'{r.get("good_fpr", float("nan")):.3f}' for r in results]),
+        ('missed defects', [f'{r.get("missed_defect_rate", float("nan")):.3f}' for r in results]),
+        ('accuracy', [f'{r["accuracy"]:.3f}' for r in results]),
+    ]
+    rows += [
+        (f'recall {n}', [f'{r["per_class"].get(n, {}).get("recall", float("nan")):.3f}' for r in results])
+        for n in names
+    ]
+    rows += [
+        ('latency ms (model)', [f'{r["latency_ms"]:.2f}' for r in results]),
+        ('preprocess ms', [f'{r["preprocess_ms"]:.2f}' for r in results]),
+        ('size MB', [f'{r["size_mb"]:.2f}' for r in results]),
+        ('GFLOP', [f'{r["gflop"]:.3f}' for r in results]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    cols = [max(len(row[1][i]) for row in rows) for i in range(len(results))]
+    return '\n'.join(
+        label.ljust(width) + '  ' + '  '.join(v.rjust(c) for v, c in zip(values, cols, strict=True))
+        for label, values in rows
+    )
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
+    parser.add_argument('models', nargs='+', help='ONNX model files')
+    parser.add_argument('--dataset', default=None, help='dataset folder made by training.convert')
+    parser.add_argument('--split', default='test', choices=('train', 'val', 'test', 'all'))
+    parser.add_argument('--bags', nargs='*', default=[], help='bag directories / .tar.gz sessions instead')
+    parser.add_argument(
+        '--threads', type=int, default=1, help='ONNX Runtime threads (1: like one board core)'
+    )
+    parser.add_argument('--json', default=None, help='also write the full results here')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = 'python -m training.evaluate') -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        results = evaluate(args.models, args.dataset, args.bags, args.split, args.threads)
+    except WeldError as exc:
+        print(f'{prog.split(".")[-1]}: {exc}', file=sys.stderr)
+        return 2
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

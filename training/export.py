@@ -1,0 +1,301 @@
+"""``python -m training.export``: checkpoint -> ONNX with the contract metadata, verified.
+
+    python -m training.export runs/default/version_0/checkpoints/best-*.ckpt -o models/weld.onnx \\
+        --dataset data/weldsim [--int8]
+
+The exported graph takes the preprocessed (N, C, H, W) float32 input of
+:class:`weld_core.preprocess.Preprocessor` and outputs softmax probabilities; everything the runtime
+needs is in ``metadata_props`` (keys: :data:`weld_core.model_file.REQUIRED_METADATA_KEYS`).
+
+Parity check (always): raw frames of the validation split go through the runtime path (decoded
+arrays -> ``Preprocessor.from_metadata(file metadata)`` -> ONNX Runtime) and through the checkpoint
+in PyTorch; the export fails when any probability differs by more than ``--tolerance``.
+
+``--int8``: static INT8 quantisation with onnxruntime.quantization, calibrated on training frames;
+the accuracy of both files on the validation split is reported side by side.
+"""
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.data import FrameStore
+from training.errors import ExportError
+from training.module import WeldClassifier
+from weld_core.errors import WeldError
+from weld_core.model_file import OUTPUT_PROBABILITIES, open_session, read_model_info
+from weld_core.preprocess import Preprocessor
+
+OPSET = 17  # onnxruntime >= 1.14 (Humble-era boards) runs opset 17
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: dict[str, str]
+    parity_max_abs_diff: float
+    parity_frames: int
+    int8_path: Path | None = None
+    int8_report: dict[str, Any] = field(default_factory=dict)
+
+
+class _Probabilities(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def build_metadata(
+    model: WeldClassifier,
+    checkpoint: Path,
+    validation_metrics: dict[str, Any],
+    training_data: str,
+    version: str,
+) -> dict[str, str]:
+    preprocessor = preprocessor_of(model)
+    metadata = {
+        'class_names': json.dumps(list(model.class_names)),
+        'model_name': str(model.hparams['model_name']),
+        'model_version': version,
+        'created_at': dt.datetime.now(dt.UTC).isoformat(timespec='seconds'),
+        'training_data': training_data,
+        'validation_metrics': json.dumps(validation_metrics),
+        'output': OUTPUT_PROBABILITIES,
+        'source_checkpoint': checkpoint.name,
+        'gflop': f'{model.complexity()["gflop"]:.4f}',
+        'opset': str(OPSET),
+        **preprocessor.to_metadata(),
+    }
+    return metadata
+
+
+def preprocessor_of(model: WeldClassifier) -> Preprocessor:
+    from weld_core.preprocess import DEFAULT_NORMALIZATION
+
+    return Preprocessor(
+        input_size=tuple(model.hparams['input_size']),  # type: ignore[arg-type]
+        channels=model.channels,
+        normalization={name: DEFAULT_NORMALIZATION[name] for name in model.channels},
+    )
+
+
+def _write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    wrapped = _Probabilities(model.net).eval()
+    height, width = model.hparams['input_size']
+    dummy = torch.zeros(1, len(model.channels), height, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as temp:
+        raw = Path(temp) / 'model.onnx'
+        torch.onnx.export(
+            wrapped,
+            (dummy,),
+            str(raw),
+            input_names=['input'],
+            output_names=['probabilities'],
+            dynamic_axes={'input': {0: 'batch'}, 'probabilities': {0: 'batch'}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        proto = onnx.load(str(raw))
+    del proto.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f'weldvision {metadata["model_name"]} {metadata["model_version"]}'
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _frames_for_parity(store: FrameStore, split: str, limit: int) -> list[dict[str, Any]]:
+    frames = [f for f in store.frames if f['split'] == split] or store.frames
+    step = max(len(frames) // limit, 1)
+    return frames[::step][:limit]
+
+
+def parity_check(
+    model: WeldClassifier,
+    onnx_path: Path,
+    store: FrameStore,
+    limit: int = 32,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[float, int]:
+    """Max |p_onnx - p_torch| over validation frames, runtime path vs checkpoint; raises beyond tolerance."""
+    info = read_model_info(onnx_path)
+    session = open_session(onnx_path)
+    runtime_pre = info.preprocessor
+    training_pre = preprocessor_of(model)
+    frames = _frames_for_parity(store, 'val', limit)
+    model.eval()
+    worst = 0.0
+    for frame in frames:
+        rgb, depth = store.pair(frame)
+        runtime_input = runtime_pre(rgb, depth)[None]
+        onnx_probs = session.run(None, {info.input_name: runtime_input})[0]
+        with torch.no_grad():
+            torch_probs = torch.softmax(model(torch.from_numpy(training_pre(rgb, depth)[None])), 1).numpy()
+        worst = max(worst, float(np.abs(onnx_probs - torch_probs).max()))
+    if worst > tolerance:
+        raise ExportError(
+            f'{onnx_path}: ONNX Runtime + runtime preprocessing differ from the checkpoint by {worst:.2e} '
+            f'(tolerance {tolerance:.0e}) on {len(frames)} validation frames; do not deploy this file'
+        )
+    return worst, len(frames)
+
+
+def _validation_metrics_of(checkpoint: Path) -> dict[str, Any]:
+    """Metrics the fit report recorded for this checkpoint (report/metrics.json of its run), if any."""
+    for parent in checkpoint.parents:
+        report = parent / 'report' / 'metrics.json'
+        if report.is_file():
+            data = json.loads(report.read_text())
+            if Path(data.get('best_checkpoint', '')).resolve() == checkpoint.resolve():
+                return {
+                    split: {
+                        k: data[split][k]
+                        for k in ('macro_recall', 'accuracy', 'good_fpr', 'missed_defect_rate', 'frames')
+                        if k in data[split]
+                    }
+                    for split in ('val', 'test')
+                    if split in data
+                } | {'sessions': data.get('sessions', {})}
+    return {}
+
+
+def export(
+    checkpoint: str | Path,
+    out: str | Path,
+    dataset_dir: str | Path,
+    version: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    parity_frames: int = 32,
+    int8: bool = False,
+    calibration_frames: int = 64,
+) -> ExportResult:
+    """Export ``checkpoint`` to ``out`` (ONNX), verify parity on ``dataset_dir``'s validation frames."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not checkpoint.is_file():
+        raise ExportError(f'{checkpoint}: no such checkpoint')
+    model = WeldClassifier.load_from_checkpoint(checkpoint, map_location='cpu').eval()
+    store = FrameStore(dataset_dir)
+    if list(store.manifest['classes']) != list(model.class_names):
+        raise ExportError(
+            f"{dataset_dir}: its classes {store.manifest['classes']} differ from the model's "
+            f'{list(model.class_names)}'
+        )
+    created = dt.datetime.now(dt.UTC)
+    version = version or created.strftime('%Y%m%d-%H%M%S')
+    metadata = build_metadata(
+        model, checkpoint, _validation_metrics_of(checkpoint), store.manifest['digest'], version
+    )
+    _write_onnx(model, out, metadata)
+    worst, count = parity_check(model, out, store, parity_frames, tolerance)
+    result = ExportResult(path=out, metadata=metadata, parity_max_abs_diff=worst, parity_frames=count)
+    if int8:
+        result.int8_path, result.int8_report = quantize_int8(out, store, calibration_frames)
+    return result
+
+
+def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -> tuple[Path, dict[str, Any]]:
+    """Static INT8 (QDQ) quantisation calibrated on training frames; accuracy of both on validation frames."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    info = read_model_info(onnx_path)
+    train = [f for f in store.frames if f['split'] == 'train']
+    step = max(len(train) // calibration_frames, 1)
+    calib = train[::step][:calibration_frames]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calib)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            frame = next(self.items, None)
+            return None if frame is None else {info.input_name: info.preprocessor(*store.pair(frame))[None]}
+
+    int8_path = onnx_path.with_name(onnx_path.stem + '.int8.onnx')
+    with tempfile.TemporaryDirectory() as temp:
+        prepared = Path(temp) / 'prepared.onnx'
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
+    proto = onnx.load(str(int8_path))
+    del proto.metadata_props[:]
+    for key, value in sorted({**info.metadata, 'quantization': 'int8-static-qdq'}.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(int8_path))
+    from training.evaluate import evaluate_model
+
+    val = [f for f in store.frames if f['split'] == 'val'] or store.frames
+    fp32 = evaluate_model(onnx_path, store, val)
+    quant = evaluate_model(int8_path, store, val)
+    report = {
+        'fp32': {k: fp32[k] for k in ('macro_recall', 'good_fpr', 'accuracy', 'latency_ms', 'size_mb')},
+        'int8': {k: quant[k] for k in ('macro_recall', 'good_fpr', 'accuracy', 'latency_ms', 'size_mb')},
+    }
+    report['macro_recall_change'] = report['int8']['macro_recall'] - report['fp32']['macro_recall']
+    return int8_path, report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m training.export', description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoint')
+    parser.add_argument('-o', '--out', required=True, help='ONNX file to write')
+    parser.add_argument(
+        '--dataset', required=True, help='dataset folder (parity check and calibration frames)'
+    )
+    parser.add_argument('--version', default=None, help='model_version (default: UTC time stamp)')
+    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument('--parity-frames', type=int, default=32)
+    parser.add_argument('--int8', action='store_true', help='also write an INT8 statically quantised model')
+    parser.add_argument('--calibration-frames', type=int, default=64)
+    args = parser.parse_args(argv)
+    try:
+        result = export(
+            args.checkpoint,
+            args.out,
+            args.dataset,
+            version=args.version,
+            tolerance=args.tolerance,
+            parity_frames=args.parity_frames,
+            int8=args.int8,
+            calibration_frames=args.calibration_frames,
+        )
+    except WeldError as exc:
+        print(f'export: {exc}', file=sys.stderr)
+        return 2
+    print(
+        f'wrote {result.path} (opset {OPSET}); parity: max |dp| {result.parity_max_abs_diff:.2e} over '
+        f'{result.parity_frames} validation frames'
+    )
+    if result.int8_path:
+        print(f'wrote {result.int8_path}; {json.dumps(result.int8_report)}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

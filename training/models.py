@@ -1,0 +1,209 @@
+"""The classifier networks (plain ``nn.Module``s; the LightningModule wraps them).
+
+- :class:`CompactFusionNet` (default): a colour and a depth patch stem fused at 1/4 resolution,
+  then depthwise-separable stages. Sized for the board's CPU (well under 0.15 GFLOP per frame pair
+  at 240x320) while every input pixel reaches the network: pores and spatter are a few pixels wide.
+- :class:`ResNetFusion`: torchvision ResNet18/ResNet50 with separate colour and depth stems fused
+  after the first block (the original design), for comparison and for accelerator boards.
+  Pretrained weights are only ever read from a local file.
+
+Both take the preprocessed (C, H, W) input of :class:`weld_core.preprocess.Preprocessor`; which
+channels are colour and which are depth comes from the channel names, so RGB-only and depth-only
+ablations are the same classes with fewer channels.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from weld_core.preprocess import DEPTH_CHANNELS, RGB_CHANNELS
+
+
+def _split_indices(channels: Sequence[str]) -> tuple[list[int], list[int]]:
+    rgb = [i for i, name in enumerate(channels) if name in RGB_CHANNELS]
+    depth = [i for i, name in enumerate(channels) if name in DEPTH_CHANNELS]
+    return rgb, depth
+
+
+def _conv_bn(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, padding: int | None = None
+) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(
+            cin, cout, kernel, stride, kernel // 2 if padding is None else padding, groups=groups, bias=False
+        ),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SeparableBlock(nn.Module):
+    """Depthwise 3x3 + pointwise 1x1, with a residual connection when the shape allows."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.depthwise = _conv_bn(cin, cin, 3, stride, groups=cin)
+        self.pointwise = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pointwise(self.depthwise(x))
+        return self.act(out + x if self.residual else out)
+
+
+class CompactFusionNet(nn.Module):
+    """Mid-fusion RGB-D classifier for the board's CPU.
+
+    Each modality enters through a 4x4 stride-4 "patch" convolution: it keeps every input pixel
+    (a pore of 2-3 pixels still changes its patch's features) while the costly full-resolution
+    feature maps of a classic stem are never made. The fused features go through depthwise-separable
+    stages; global average and max pooling feed the classifier, max so that one small defect is not
+    averaged away by an otherwise clean frame.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        num_classes: int,
+        stem_width: int = 16,
+        stage_widths: Sequence[int] = (48, 96, 160),
+        blocks_per_stage: int = 2,
+        patch: int = 2,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        rgb_idx, depth_idx = _split_indices(channels)
+        branches = [idx for idx in (rgb_idx, depth_idx) if idx]
+        if not branches:
+            raise ValueError(f'no colour or depth channel in {list(channels)}')
+        self.stems = nn.ModuleList(
+            _conv_bn(len(idx), stem_width, patch, patch, padding=0) for idx in branches
+        )
+        for number, idx in enumerate(branches):
+            self.register_buffer(f'branch_{number}', torch.tensor(idx), persistent=False)
+        layers: list[nn.Module] = []
+        cin = stem_width * len(branches)
+        for cout in stage_widths:
+            layers.append(SeparableBlock(cin, cout, 2))
+            layers.extend(SeparableBlock(cout, cout, 1) for _ in range(blocks_per_stage - 1))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * cin, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
+        fused = self.features(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
+        pooled = torch.cat([fused.mean((2, 3)), fused.amax((2, 3))], 1)
+        return self.head(pooled)
+
+
+class ResNetFusion(nn.Module):
+    """torchvision ResNet with a colour stem and a depth stem fused after the first stage."""
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        num_classes: int,
+        arch: str = 'resnet18',
+        pretrained_path: str | None = None,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        from torchvision import models
+
+        builders = {'resnet18': models.resnet18, 'resnet50': models.resnet50}
+        if arch not in builders:
+            raise ValueError(f'arch must be one of {", ".join(builders)}, got {arch!r}')
+        self.rgb_idx, self.depth_idx = _split_indices(channels)
+        branches = [idx for idx in (self.rgb_idx, self.depth_idx) if idx]
+        if not branches:
+            raise ValueError(f'no colour or depth channel in {list(channels)}')
+
+        def backbone() -> nn.Module:
+            net = builders[arch](weights=None)
+            if pretrained_path:
+                path = Path(pretrained_path)
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f'pretrained weights {path} not found (they are never downloaded)'
+                    )
+                net.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+            return net
+
+        trunk = backbone()
+        stems = []
+        for idx in branches:
+            net = backbone()
+            conv = net.conv1
+            new_conv = nn.Conv2d(len(idx), 64, 7, 2, 3, bias=False)
+            with torch.no_grad():
+                mean_weight = conv.weight.mean(1, keepdim=True)
+                new_conv.weight.copy_(mean_weight.repeat(1, len(idx), 1, 1) * (3.0 / len(idx)))
+            stems.append(nn.Sequential(new_conv, net.bn1, net.relu, net.maxpool, net.layer1))
+        self.stems = nn.ModuleList(stems)
+        stage_channels = 64 if arch == 'resnet18' else 256
+        self.fuse = (
+            nn.Sequential(
+                nn.Conv2d(stage_channels * len(branches), stage_channels, 1, bias=False),
+                nn.BatchNorm2d(stage_channels),
+                nn.ReLU(inplace=True),
+            )
+            if len(branches) > 1
+            else nn.Identity()
+        )
+        self.trunk = nn.Sequential(trunk.layer2, trunk.layer3, trunk.layer4)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(trunk.fc.in_features, num_classes))
+        for number, idx in enumerate(branches):
+            self.register_buffer(f'branch_{number}', torch.tensor(idx), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
+        fused = self.fuse(torch.cat(parts, 1)) if len(parts) > 1 else parts[0]
+        return self.head(self.trunk(fused).mean((2, 3)))
+
+
+def build_model(name: str, channels: Sequence[str], num_classes: int, **kwargs: object) -> nn.Module:
+    """'compact' | 'resnet18' | 'resnet50' -> the network for these channels and classes."""
+    if name == 'compact':
+        return CompactFusionNet(channels, num_classes, **kwargs)  # type: ignore[arg-type]
+    if name in ('resnet18', 'resnet50'):
+        return ResNetFusion(channels, num_classes, arch=name, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f'unknown model {name!r}: use compact, resnet18 or resnet50')
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
+    """Multiply-accumulates of Conv2d and Linear layers for one input; FLOPs = 2 x MACs."""
+    macs = 0
+
+    def conv_hook(module: nn.Conv2d, _: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal macs
+        kernel = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
+        macs += output.numel() // output.shape[0] * kernel
+
+    def linear_hook(module: nn.Linear, _: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal macs
+        macs += output.numel() // output.shape[0] * module.in_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    model.train(was_training)
+    for handle in handles:
+        handle.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        'gmac': macs / 1e9,
+        'gflop': 2 * macs / 1e9,
+        'params_m': params / 1e6,
+        'size_mb': params * 4 / 1e6,
+    }

@@ -1,0 +1,107 @@
+"""The LightningModule: loss, optimiser, augmentation and torchmetrics around a plain network."""
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+
+from training.augment import AugmentConfig, BatchAugmenter
+from training.models import build_model, count_flops
+from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor
+
+
+class WeldClassifier(pl.LightningModule):
+    """Weld-defect classifier over preprocessed RGB-D inputs.
+
+    ``input_channels``, ``class_names`` and ``input_size`` are linked from the data module by the CLI;
+    ``class_weights`` (inverse class frequency of the training split) too.
+    """
+
+    def __init__(
+        self,
+        input_channels: tuple[str, ...] = ('r', 'g', 'b', 'height', 'relief', 'valid'),
+        class_names: tuple[str, ...] = ('good', 'porosity', 'spatter', 'gap', 'undercut'),
+        input_size: tuple[int, int] = (120, 160),
+        class_weights: list[float] | None = None,
+        model_name: str = 'compact',
+        model_kwargs: dict[str, Any] | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-3,
+        label_smoothing: float = 0.05,
+        warmup_epochs: float = 1.0,
+        augment: bool = True,
+        augment_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.channels = tuple(input_channels)
+        self.class_names = tuple(class_names)
+        self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+        preprocessor = Preprocessor(
+            input_size=tuple(input_size),  # type: ignore[arg-type]
+            channels=self.channels,
+            normalization={name: DEFAULT_NORMALIZATION[name] for name in self.channels},
+        )
+        self.augmenter = (
+            BatchAugmenter(preprocessor, AugmentConfig(**(augment_config or {}))) if augment else None
+        )
+        num = len(self.class_names)
+        metrics = MetricCollection(
+            {
+                'acc': MulticlassAccuracy(num_classes=num, average='micro'),
+                'macro_recall': MulticlassRecall(num_classes=num, average='macro'),
+            }
+        )
+        self.val_metrics = metrics.clone(prefix='val/')
+        self.test_metrics = metrics.clone(prefix='test/')
+        self.example_input_array = torch.zeros(1, len(self.channels), *input_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def complexity(self) -> dict[str, float]:
+        return count_flops(self.net, (len(self.channels), *self.hparams['input_size']))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        x = self.augmenter(x) if self.augmenter is not None else x.float()
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        logits = self(x.float())
+        self.log('val/loss', self.loss(logits, y), on_epoch=True, batch_size=len(y))
+        self.val_metrics.update(logits, y)
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        logits = self(x.float())
+        self.test_metrics.update(logits, y)
+        self.log_dict(self.test_metrics, on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams['lr'], weight_decay=self.hparams['weight_decay']
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
+        warmup = min(int(self.hparams['warmup_epochs'] * steps_per_epoch), total // 2)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=self.hparams['lr'],
+            total_steps=total,
+            pct_start=max(warmup / total, 0.01),
+            anneal_strategy='cos',
+            div_factor=10.0,
+            final_div_factor=100.0,
+        )
+        return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': schedule, 'interval': 'step'}}
