@@ -327,7 +327,7 @@ def sample_scene(
         rgb_noise_offset=offset(),
         depth_noise_mm=float(rng.uniform(0.03, 0.09) * (distance_mm / 100.0) ** 2),
         depth_noise_offset=offset(),
-        depth_blur_px=float(rng.uniform(0.6, 1.3) * scale),
+        depth_blur_px=float(rng.uniform(0.5, 1.0) * scale),
         depth_wobble=(rng.uniform(0.02, 0.08) * rng.standard_normal((4, 5))).astype(np.float32),
         edge_dropout=float(rng.uniform(0.05, 0.3)),
         speckle_dropout=float(rng.uniform(0.0001, 0.0008)),
@@ -402,7 +402,7 @@ def _add_defect(scene: SceneParams, rng: np.random.Generator) -> None:
         scene.undercut = UndercutDefect(
             Segment(u, length, float(rng.uniform(1.0, 3.0))),
             side=int(rng.choice([-1, 1])),
-            depth_mm=float((0.15 + 0.6 * s) * rng.uniform(0.8, 1.2)),
-            width_mm=float((0.45 + 0.6 * s) * rng.uniform(0.8, 1.2)),
+            depth_mm=float((0.15 + 0.7 * s) * rng.uniform(0.8, 1.2)),
+            width_mm=float((0.5 + 1.1 * s) * rng.uniform(0.8, 1.2)),
             both_sides=bool(s > 0.6 and rng.random() < 0.4),
         )
