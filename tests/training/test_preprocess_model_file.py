@@ -1,0 +1,145 @@
+"""The shared preprocessing and the ONNX model loader (runtime side, no torch needed by the code)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weld_core.model_file import REQUIRED_METADATA_KEYS, ModelError, read_model_info
+from weld_core.preprocess import PreprocessError, Preprocessor, expand_channels, fit_plate_plane
+
+
+def _tilted_plate_with_bump(bump_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:120, 0:160].astype(np.float32)
+    depth = 0.1 + 4e-5 * xs + 2e-5 * ys  # a plate tilted by several mm across the image
+    depth[50:60, 70:90] -= bump_mm * 1e-3
+    depth[0:5, 0:5] = 0.0  # no data
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    return rgb, depth.astype(np.float32)
+
+
+def test_height_is_measured_from_the_fitted_plate_whatever_its_tilt() -> None:
+    rgb, depth = _tilted_plate_with_bump(2.0)
+    pre = Preprocessor(
+        input_size=(120, 160),
+        normalization={
+            'r': (0, 1),
+            'g': (0, 1),
+            'b': (0, 1),
+            'height': (0, 1),
+            'relief': (0, 1),
+            'valid': (0, 1),
+        },
+    )
+    out = pre(rgb, depth)
+    height = out[pre.channels.index('height')]
+    valid = out[pre.channels.index('valid')]
+    assert out.shape == (6, 120, 160) and out.dtype == np.float32
+    assert height[52:58, 75:85].mean() == pytest.approx(2.0, abs=0.02)
+    assert np.abs(height[100:, 100:]).max() < 0.01
+    assert valid[0:5, 0:5].max() == 0 and height[0:5, 0:5].max() == 0
+    plane = fit_plate_plane(depth, depth > 0)
+    assert plane is not None and plane[0] == pytest.approx(4e-5, rel=1e-3)
+
+
+def test_downscaled_input_keeps_a_small_pit_visible() -> None:
+    rgb, depth = _tilted_plate_with_bump(0.0)
+    depth = np.tile(depth, (2, 2))
+    rgb = np.zeros((*depth.shape, 3), np.uint8)
+    depth[100:102, 100:102] += 1e-3  # a 2-pixel pore, 1 mm deep
+    pre = Preprocessor(input_size=(120, 160), channels=('relief',), normalization={'relief': (0, 1)})
+    relief = pre(rgb, depth)[0]
+    assert relief[50, 50] < -0.2  # area averaging keeps it; a nearest-neighbour resize could skip it
+
+
+def test_metadata_round_trip_and_bad_metadata() -> None:
+    pre = Preprocessor(
+        input_size=(96, 128),
+        channels=expand_channels('rgb,height'),
+        normalization={'r': (0.5, 0.25), 'g': (0.5, 0.25), 'b': (0.5, 0.25), 'height': (0, 2)},
+    )
+    again = Preprocessor.from_metadata(pre.to_metadata())
+    assert again == pre
+    assert again.channels == ('r', 'g', 'b', 'height')
+    broken = pre.to_metadata()
+    del broken['input_size']
+    with pytest.raises(PreprocessError, match='input_size'):
+        Preprocessor.from_metadata(broken)
+    with pytest.raises(PreprocessError, match='unknown input channel'):
+        Preprocessor.from_metadata({**pre.to_metadata(), 'input_channels': 'rgb,infrared'})
+    with pytest.raises(PreprocessError, match='preprocess_version'):
+        Preprocessor.from_metadata({**pre.to_metadata(), 'preprocess_version': '99'})
+    with pytest.raises(PreprocessError, match='not registered'):
+        pre(np.zeros((10, 20, 3), np.uint8), np.zeros((20, 10), np.float32))
+
+
+def _write_model(
+    path: Path, metadata: dict[str, str], channels: int, size: tuple[int, int], classes: int
+) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node_pool = helper.make_node('GlobalAveragePool', ['input'], ['pooled'])
+    node_flat = helper.make_node('Flatten', ['pooled'], ['flat'])
+    weight = helper.make_tensor(
+        'w', TensorProto.FLOAT, [channels, classes], np.ones(channels * classes).tolist()
+    )
+    node_mm = helper.make_node('MatMul', ['flat', 'w'], ['logits'])
+    node_sm = helper.make_node('Softmax', ['logits'], ['probabilities'], axis=1)
+    graph = helper.make_graph(
+        [node_pool, node_flat, node_mm, node_sm],
+        'g',
+        [helper.make_tensor_value_info('input', TensorProto.FLOAT, ['batch', channels, *size])],
+        [helper.make_tensor_value_info('probabilities', TensorProto.FLOAT, ['batch', classes])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+def _metadata(pre: Preprocessor, classes: list[str]) -> dict[str, str]:
+    return {
+        'class_names': json.dumps(classes),
+        'model_name': 'tiny',
+        'model_version': '1',
+        'created_at': '2026-01-01T00:00:00+00:00',
+        'training_data': 'abc',
+        'validation_metrics': '{}',
+        'output': 'probabilities',
+        **pre.to_metadata(),
+    }
+
+
+def test_loader_accepts_a_complete_model_and_refuses_missing_or_inconsistent_metadata(tmp_path: Path) -> None:
+    pre = Preprocessor(input_size=(24, 32))
+    classes = ['good', 'porosity', 'spatter', 'gap', 'undercut']
+    good = _write_model(tmp_path / 'ok.onnx', _metadata(pre, classes), 6, (24, 32), 5)
+    info = read_model_info(good)
+    assert info.class_names == tuple(classes) and info.preprocessor == pre and info.input_name == 'input'
+    assert info.model_id.startswith('tiny-1-') and len(info.sha256) == 64
+
+    incomplete = _metadata(pre, classes)
+    del incomplete['class_names'], incomplete['training_data']
+    path = _write_model(tmp_path / 'bare.onnx', incomplete, 6, (24, 32), 5)
+    with pytest.raises(ModelError, match='lacks class_names, training_data') as caught:
+        read_model_info(path)
+    assert str(path) in str(caught.value) and 're-export' in str(caught.value)
+
+    wrong_classes = _write_model(tmp_path / 'k.onnx', _metadata(pre, classes[:3]), 6, (24, 32), 5)
+    with pytest.raises(ModelError, match='lists 3 classes'):
+        read_model_info(wrong_classes)
+    wrong_size = _write_model(tmp_path / 's.onnx', _metadata(pre, classes), 6, (48, 64), 5)
+    with pytest.raises(ModelError, match=r'input .* has shape'):
+        read_model_info(wrong_size)
+    (tmp_path / 'junk.onnx').write_bytes(b'not a model')
+    with pytest.raises(ModelError, match='cannot load'):
+        read_model_info(tmp_path / 'junk.onnx')
+    with pytest.raises(ModelError, match='no such model file'):
+        read_model_info(tmp_path / 'missing.onnx')
+    assert 'class_names' in REQUIRED_METADATA_KEYS and 'input_size' in REQUIRED_METADATA_KEYS
