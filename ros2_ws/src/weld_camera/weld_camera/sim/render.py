@@ -73,7 +73,7 @@ def _brushed_texture(rng: np.random.Generator, shape: tuple[int, int], scale: fl
     streaks /= streaks.std() + 1e-6
     blotch_small = rng.standard_normal((max(2, shape[0] // 32), max(2, shape[1] // 32))).astype(np.float32)
     blotch = cv2.resize(blotch_small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
-    strength = rng.uniform(0.04, 0.11)
+    strength = rng.uniform(0.06, 0.15)
     texture = 1.0 + strength * streaks + 0.02 * fine + 0.035 * blotch
     return texture.astype(np.float32)
 

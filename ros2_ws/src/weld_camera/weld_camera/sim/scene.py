@@ -202,7 +202,7 @@ def sample_scene(
         severity = drawn_severity
     distance_mm = float(rng.uniform(*distance_range_mm))
     mm_per_px = distance_mm / intrinsics.fx
-    tilt_mag = rng.uniform(0.0, 0.09)
+    tilt_mag = rng.uniform(0.0, 0.05)
     tilt_dir = rng.uniform(0, 2 * np.pi)
     tilt = (float(tilt_mag * np.cos(tilt_dir)), float(tilt_mag * np.sin(tilt_dir)))
 
@@ -307,10 +307,10 @@ def sample_scene(
         ambient=float(rng.uniform(0.25, 0.45)),
         plate_gloss=float(rng.uniform(0.05, 0.25)),
         bead_gloss=float(rng.uniform(0.35, 0.8)),
-        exposure=float(rng.uniform(0.75, 1.15)),
+        exposure=float(rng.uniform(0.6, 0.85)),
         hotspot_px=(float(rng.uniform(-0.2, 1.2) * width), float(rng.uniform(-0.2, 1.2) * height)),
-        hotspot_gain=float(rng.uniform(0.0, 0.6)),
-        vignette=float(rng.uniform(0.05, 0.35)),
+        hotspot_gain=float(rng.uniform(0.0, 0.8)),
+        vignette=float(rng.uniform(0.1, 0.45)),
         texture_index=int(rng.integers(0, bank_count)),
         texture_flip=int(rng.integers(-1, 3)),
         texture_offset=offset(),
@@ -325,12 +325,12 @@ def sample_scene(
         glare=tuple(glare),
         rgb_noise=float(rng.uniform(1.5, 5.0)),
         rgb_noise_offset=offset(),
-        depth_noise_mm=float(rng.uniform(0.03, 0.09) * (distance_mm / 100.0) ** 2),
+        depth_noise_mm=float(rng.uniform(0.06, 0.16) * (distance_mm / 100.0) ** 2),
         depth_noise_offset=offset(),
         depth_blur_px=float(rng.uniform(0.5, 1.0) * scale),
         depth_wobble=(rng.uniform(0.02, 0.08) * rng.standard_normal((4, 5))).astype(np.float32),
-        edge_dropout=float(rng.uniform(0.05, 0.3)),
-        speckle_dropout=float(rng.uniform(0.0001, 0.0008)),
+        edge_dropout=float(rng.uniform(0.1, 0.4)),
+        speckle_dropout=float(rng.uniform(0.0005, 0.0025)),
         dropout_offset=offset(),
     )
     _add_defect(scene, rng)
