@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
@@ -39,14 +40,23 @@ def _assert_clean_exit(process, shm_before: set[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('depth_encoding', ['32FC1', '16UC1'])
+# the 16UC1 run also renders in two worker processes, so Ctrl-C with children is covered
+@pytest.mark.parametrize(('depth_encoding', 'render_workers'), [('32FC1', 0), ('16UC1', 2)])
 def test_sim_pairs_share_one_stamp_and_arrive_at_the_configured_rate(
-    ros_node, spawn_node, depth_encoding
+    ros_node, spawn_node, depth_encoding, render_workers
 ) -> None:
     shm_before = fastdds_shm_files()
     probe = CameraProbe(ros_node.node)
     camera = spawn_node(
-        NODE + _params(width=320, height=240, rate_hz=RATE_HZ, depth_encoding=depth_encoding, seed=3),
+        NODE
+        + _params(
+            width=320,
+            height=240,
+            rate_hz=RATE_HZ,
+            depth_encoding=depth_encoding,
+            seed=3,
+            sim_render_workers=render_workers,
+        ),
         name='camera',
     )
     ros_node.wait_for(lambda: len(probe.rgb) >= 5, 30.0, f'first rgb frames\n{camera.output}')
@@ -84,7 +94,10 @@ def test_sim_pairs_share_one_stamp_and_arrive_at_the_configured_rate(
 
     ros_node.wait_for(lambda: probe.counter('pairs_published') is not None, 5.0, 'camera diagnostics')
     assert probe.counter('pairs_published') > 0
+    assert probe.counter('render_processes') == render_workers
+    children = psutil.Process(camera.process.pid).children(recursive=True)
     _assert_clean_exit(camera, shm_before)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
 
 
 def _call(ros_node, client, request, what: str):
