@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--per-class', type=int, default=4, help='frames per class (1-16)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.out.suffix.lower() != '.png':
+        parser.error(f'--out must name a .png file, got {args.out}')
     if not 1 <= args.per_class <= 16:
         parser.error(f'--per-class must be 1..16, got {args.per_class}')
     try:
@@ -79,11 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SimConfigError as error:
         parser.error(str(error))
     sheet = contact_sheet(simulator, args.per_class)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        print(
-            f'could not write {args.out}: check the directory and that the name ends in .png', file=sys.stderr
-        )
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    except (OSError, cv2.error) as error:
+        written, reason = False, str(error).strip().splitlines()[-1]
+    else:
+        reason = 'OpenCV could not write it'
+    if not written:
+        print(f'could not write {args.out}: {reason}', file=sys.stderr)
         return 1
     print(f'wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})')
     return 0

@@ -35,6 +35,8 @@ _TINT_SCALE = 200.0  # tint factors travel as uint8: 200 = 1.0
 _STEEP_SLOPE = 1.0
 _VERY_STEEP_SLOPE = 2.5
 _JOINT_DEPTH_MM = 6.0  # looking into the root opening of a 6 mm butt joint
+# beyond the bead's widest half-width: room for the undercut groove and the hi-lo step
+_TOE_MARGIN_MM = 4.5
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class SceneRenderer:
         self.bank_shape = (height + pad, width + pad)
         rng = np.random.default_rng([seed, 0xBA4C])
         self.textures = [_brushed_texture(rng, self.bank_shape, self.scale) for _ in range(texture_count)]
-        self.rgb_noise = rng.standard_normal((3, *self.bank_shape)).astype(np.float32)
+        self.rgb_noise = rng.standard_normal((*self.bank_shape, 3)).astype(np.float32)
         self.depth_noise = rng.standard_normal(self.bank_shape).astype(np.float32)
         self.uniform = rng.random(self.bank_shape, dtype=np.float32)
         grain = cv2.GaussianBlur(
@@ -139,7 +141,11 @@ class SceneRenderer:
                 (window - 0.5) * 2.5, 0.0, 1.0
             )
 
-        across = v_mm[:, None] - meander[None, :]
+        # the bead, its root and its toes only occupy the middle rows; the rest is bare plate
+        bead_reach_mm = hw_max + meander_max + _TOE_MARGIN_MM
+        r0 = max(0, int((-bead_reach_mm / mmpp) + v0))
+        r1 = min(n_v, math.ceil(bead_reach_mm / mmpp) + v0 + 1)
+        across = v_mm[r0:r1, None] - meander[None, :]
         t2 = (across / half_width[None, :]) ** 2
         base = np.clip(1.0 - t2, 0.0, 1.0)
         profile = base ** np.float32(scene.profile_power)
@@ -178,6 +184,15 @@ class SceneRenderer:
                 groove *= window[None, :]
                 h -= undercut.depth_mm * groove
                 albedo *= 1.0 - 0.35 * groove
+
+        bead_h, bead_metal, bead_albedo = h, metal, albedo
+        h = np.zeros((n_v, n_u), np.float32)
+        h[r1:] = scene.hi_lo_mm
+        h[r0:r1] = bead_h
+        metal = np.zeros((n_v, n_u), np.float32)
+        metal[r0:r1] = bead_metal
+        albedo = np.ones((n_v, n_u), np.float32)
+        albedo[r0:r1] = bead_albedo
 
         truth_defects: list[dict] = []
         self._stamp_pits(scene, h, metal, albedo, meander, u0, v0, truth_defects)
@@ -341,8 +356,6 @@ class SceneRenderer:
         if scene.stain_strength > 0:
             blotch = cv2.resize(scene.stain_noise, (width, height), interpolation=cv2.INTER_CUBIC)
             stain = np.clip((blotch - 0.6) * (1.5 * scene.stain_strength), 0.0, scene.stain_strength)
-        ny, nx = scene.rgb_noise_offset
-        noise = self.rgb_noise[:, ny : ny + height, nx : nx + width]
         planes = []
         for channel in range(3):
             albedo = plate * tint_planes[channel]
@@ -360,11 +373,12 @@ class SceneRenderer:
         rgb = cv2.merge(planes)
         glare_mask = self._add_glare(scene, rgb)
         rgb = cv2.GaussianBlur(rgb, (3, 3), 0.6 * self.scale)
-        planes = list(cv2.split(rgb))
-        for channel in range(3):
-            planes[channel] += scene.rgb_noise * noise[channel]
-            np.maximum(planes[channel], 0.0, out=planes[channel])
-        rgb_u8 = cv2.convertScaleAbs(cv2.merge(planes))
+        # sensor noise after the optics' blur; added interleaved, as a split and merge cost more
+        ny, nx = scene.rgb_noise_offset
+        noise = self.rgb_noise[ny : ny + height, nx : nx + width]
+        rgb += scene.rgb_noise * noise
+        np.maximum(rgb, 0.0, out=rgb)
+        rgb_u8 = cv2.convertScaleAbs(rgb)
 
         depth_m = self._depth(scene, h, slope2, glare_mask)
         truth = {
