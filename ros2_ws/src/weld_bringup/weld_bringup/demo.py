@@ -259,36 +259,45 @@ class Operator:
 def run_command(
     command: Sequence[str], cwd: Path, env: dict[str, str], log: Path, progress: Progress, timeout_s: float
 ) -> str:
-    """Run a desktop step with its output on the terminal (progress bars) and in a log file; its output."""
+    """Run a desktop step, its output (progress bars included) passed through live and kept in a log."""
     progress.say('$ ' + ' '.join(command))
-    lines: list[str] = []
-    with log.open('w', encoding='utf-8') as handle:
+    chunks: list[bytes] = []
+    with log.open('wb') as handle:
         process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors='replace',
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         stream = process.stdout
         if stream is None:
             raise DemoError(f'no output pipe for {command[0]}')
-        timer = threading.Timer(timeout_s, process.kill)
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout_s, expire)
         timer.start()
         try:
-            for line in stream:
-                lines.append(line)
-                handle.write(line)
-                sys.stdout.write(line)
-                sys.stdout.flush()
+            # chunks, not lines: tqdm redraws its bar with carriage returns
+            for chunk in iter(lambda: stream.read1(65536), b''):
+                chunks.append(chunk)
+                handle.write(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
         finally:
             timer.cancel()
-        code = process.wait()
+    if timed_out.is_set():
+        raise DemoError(
+            f'{" ".join(command[1:3])} took longer than {timeout_s:.0f} s; its output is in {log}'
+        )
     if code != 0:
         raise DemoError(f'{" ".join(command[1:3])} failed with exit code {code}; its output is in {log}')
-    return ''.join(lines)
+    return b''.join(chunks).decode(errors='replace')
 
 
 class Demo:
@@ -388,7 +397,8 @@ class Demo:
             lambda: bool(operator.scorer.results), self.timeout(60), 'results from the inference node'
         )
         rules = Answerer('rules')
-        since = max(operator.scorer.truth)
+        with operator.lock:
+            since = max(operator.scorer.truth)
         operator.wait_for(
             lambda: operator.scorer.count(rules, since) >= self.plan.rules_results,
             self.timeout(30 + self.plan.rules_results),
@@ -534,12 +544,13 @@ class Demo:
         if not reports:
             raise DemoError(f'training.fit wrote no report/metrics.json under {self.train_dir}')
         fit_metrics = json.loads(reports[-1].read_text())
-        checkpoint = Path(fit_metrics['best_checkpoint'])
+        checkpoint = self.train_dir / fit_metrics['best_checkpoint']  # relative to the fit's folder
         self.summary['fit'] = {
             key: fit_metrics.get(key)
             for key in ('best_checkpoint', 'fit_seconds', 'epochs_run', 'val', 'test')
         }
-        self._desktop('export', [str(checkpoint), '-o', str(self.onnx_path)], self.timeout(300))
+        export_arguments = [str(checkpoint), '-o', str(self.onnx_path), '--dataset', str(self.dataset_dir)]
+        self._desktop('export', export_arguments, self.timeout(300))
 
     def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
         from weld_core.model_file import read_model_info
