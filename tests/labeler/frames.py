@@ -14,7 +14,9 @@ FRAME_ID = 'weld_camera_optical'
 def _header(stamp_ns: int, frame_id: str = FRAME_ID) -> object:
     types = weld_typestore().types
     sec, nanosec = ns_to_sec_nanosec(stamp_ns)
-    return types['std_msgs/msg/Header'](stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id=frame_id)
+    return types['std_msgs/msg/Header'](
+        stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec), frame_id=frame_id
+    )
 
 
 def rgb_array(index: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -38,7 +40,9 @@ def rgb_cdr(index: int, stamp_ns: int | None = None, height: int = 48, width: in
     return image_cdr(stamp, array_to_image(rgb_array(index, height, width), 'rgb8'))
 
 
-def depth_cdr(index: int, stamp_ns: int | None = None, encoding: str = '32FC1', height: int = 48, width: int = 64) -> bytes:
+def depth_cdr(
+    index: int, stamp_ns: int | None = None, encoding: str = '32FC1', height: int = 48, width: int = 64
+) -> bytes:
     stamp = BASE_NS + index * PERIOD_NS if stamp_ns is None else stamp_ns
     return image_cdr(stamp, depth_m_to_image(depth_array(index, height, width), encoding))
 
@@ -46,7 +50,9 @@ def depth_cdr(index: int, stamp_ns: int | None = None, encoding: str = '32FC1', 
 def camera_info_cdr(stamp_ns: int, height: int = 48, width: int = 64) -> bytes:
     store = weld_typestore()
     types = store.types
-    roi = types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    roi = types['sensor_msgs/msg/RegionOfInterest'](
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
     k = np.array([300.0, 0, width / 2, 0, 300.0, height / 2, 0, 0, 1], np.float64)
     message = types[CAMERA_INFO](
         header=_header(stamp_ns),

@@ -11,7 +11,15 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from tests.labeler.frames import FRAME_ID, camera_info_cdr, depth_array, depth_cdr, rgb_array, rgb_cdr, stamp_of
+from tests.labeler.frames import (
+    FRAME_ID,
+    camera_info_cdr,
+    depth_array,
+    depth_cdr,
+    rgb_array,
+    rgb_cdr,
+    stamp_of,
+)
 from weld_core.bag_types import DEFECT_LABEL, weld_typestore
 from weld_core.errors import ImageFormatError
 from weld_core.images import depth_m_from_msg, rgb_from_msg
@@ -23,9 +31,19 @@ from weld_labeler.recovery import ScanReport, iter_unfinished_bag, needs_recover
 def write_pairs(recorder: BagRecorder, count: int, labelled: set[int]) -> None:
     for index in range(count):
         stamp = stamp_of(index)
-        label = PairLabel('porosity' if index % 2 else 'gap', 'sess', f'note {index}') if index in labelled else None
+        label = (
+            PairLabel('porosity' if index % 2 else 'gap', 'sess', f'note {index}')
+            if index in labelled
+            else None
+        )
         prepared = recorder.prepare_pair(
-            rgb_cdr(index), depth_cdr(index), stamp, FRAME_ID, camera_info_cdr(stamp), camera_info_cdr(stamp), label
+            rgb_cdr(index),
+            depth_cdr(index),
+            stamp,
+            FRAME_ID,
+            camera_info_cdr(stamp),
+            camera_info_cdr(stamp),
+            label,
         )
         recorder.write(prepared)
 
@@ -35,7 +53,9 @@ def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
     found: dict[str, list[tuple[int, object]]] = {}
     with Reader(path) as reader:
         for connection, timestamp, data in reader.messages():
-            found.setdefault(connection.topic, []).append((timestamp, store.deserialize_cdr(data, connection.msgtype)))
+            found.setdefault(connection.topic, []).append(
+                (timestamp, store.deserialize_cdr(data, connection.msgtype))
+            )
     return found
 
 
@@ -55,7 +75,9 @@ def test_raw_round_trip_holds_pairs_infos_and_labels(tmp_path: Path, storage: st
     rgb_stamps = [timestamp for timestamp, _ in found['/weld/rgb/image_raw']]
     assert rgb_stamps == [stamp_of(index) for index in range(6)]
     labels = found['/weld/labels']
-    assert [(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec) for _, m in labels] == [stamp_of(i) for i in (1, 2, 4)]
+    assert [(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec) for _, m in labels] == [
+        stamp_of(i) for i in (1, 2, 4)
+    ]
     assert [m.label for _, m in labels] == ['porosity', 'gap', 'gap']
     assert [m.note for _, m in labels] == ['note 1', 'note 2', 'note 4']
     assert all(m.header.frame_id == FRAME_ID and m.session_id == 'sess' for _, m in labels)
@@ -77,8 +99,8 @@ def test_compressed_format_writes_jpeg_and_compressed_depth(tmp_path: Path, dept
     recorder.close()
     found = read_bag(tmp_path / 'bag')
     assert '/weld/rgb/image_raw' not in found
-    (rgb_stamp, rgb_msg), = found['/weld/rgb/image_raw/compressed']
-    (_, depth_msg), = found['/weld/depth/image_raw/compressedDepth']
+    ((rgb_stamp, rgb_msg),) = found['/weld/rgb/image_raw/compressed']
+    ((_, depth_msg),) = found['/weld/depth/image_raw/compressedDepth']
     assert rgb_stamp == stamp and rgb_msg.format == 'rgb8; jpeg compressed bgr8'
     assert depth_msg.format == f'{depth_encoding}; compressedDepth png'
     assert np.abs(rgb_from_msg(rgb_msg).astype(int) - rgb_array(3).astype(int)).mean() < 3
@@ -107,7 +129,7 @@ def test_invalid_settings_are_refused(tmp_path: Path) -> None:
         BagRecorder(tmp_path / 'exists').open()
 
 
-KILLED_WRITER = '''
+KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
 from tests.labeler.test_recorder import write_pairs
@@ -116,13 +138,17 @@ recorder = BagRecorder(Path(sys.argv[1]), storage=sys.argv[2])
 recorder.open()
 write_pairs(recorder, 5, labelled={0, 3})
 os.kill(os.getpid(), signal.SIGKILL)
-'''
+"""
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
-def test_pairs_written_before_sigkill_are_readable_and_recovered(tmp_path: Path, storage: str, repo_root: Path) -> None:
+def test_pairs_written_before_sigkill_are_readable_and_recovered(
+    tmp_path: Path, storage: str, repo_root: Path
+) -> None:
     bag = tmp_path / 'bag'
-    result = subprocess.run([sys.executable, '-c', KILLED_WRITER, str(bag), storage], cwd=repo_root, check=False)
+    result = subprocess.run(
+        [sys.executable, '-c', KILLED_WRITER, str(bag), storage], cwd=repo_root, check=False
+    )
     assert result.returncode == -signal.SIGKILL
     assert needs_recovery(bag)
     (bag / 'session.yaml').write_text('session_id: x\n')
@@ -175,5 +201,10 @@ def test_label_serialisation_matches_the_typestore(tmp_path: Path) -> None:
     recorder = BagRecorder(tmp_path / 'bag')
     data = recorder.serialize_label(PairLabel('good', 's1', 'n'), stamp_of(9), 'cam')
     message = weld_typestore().deserialize_cdr(data, DEFECT_LABEL)
-    assert (message.label, message.session_id, message.note, message.header.frame_id) == ('good', 's1', 'n', 'cam')
+    assert (message.label, message.session_id, message.note, message.header.frame_id) == (
+        'good',
+        's1',
+        'n',
+        'cam',
+    )
     assert message.header.stamp.sec * 10**9 + message.header.stamp.nanosec == stamp_of(9)

@@ -260,7 +260,9 @@ class Labeler:
         session, recorder = self.session, self._recorder
         if session is None or recorder is None or recorder.pairs_written:
             return
+        previous_reason = self.last_stop_reason
         self._stop_locked('discarded: auto-started for a capture that captured nothing')
+        self.last_stop_reason = previous_reason  # nothing happened, as far as the operator is concerned
         shutil.rmtree(self.store.bag_path(session.session_id), ignore_errors=True)
 
     def _ensure_session(self, what: str) -> bool:

@@ -14,6 +14,7 @@ summary and metadata at the next start.
 """
 
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,19 @@ class PreparedPair:
     @property
     def nbytes(self) -> int:
         return sum(len(data) for _, data in self.messages)
+
+
+def _share_sqlite_connection(storage: Sqlite3Writer) -> None:
+    """Reopen rosbags' sqlite3 connection so any thread may use it.
+
+    The node writes from subscription threads and closes from service threads (callers serialise
+    every call under one lock); Python's sqlite3 refuses a connection used outside the thread
+    that opened it unless it is opened with ``check_same_thread=False``.
+    """
+    storage.conn.commit()
+    storage.conn.close()
+    storage.conn = sqlite3.connect(f'file:{storage.path}', uri=True, check_same_thread=False)
+    storage.cursor = storage.conn.cursor()
 
 
 class BagRecorder:
@@ -133,6 +147,8 @@ class BagRecorder:
             writer.open()
         except Exception as exc:
             raise RecorderError(f'cannot create bag {self.path}: {exc}') from exc
+        if isinstance(writer.storage, Sqlite3Writer):
+            _share_sqlite_connection(writer.storage)
         for topic, msgtype in self.bag_topics.items():
             self._connections[topic] = writer.add_connection(topic, msgtype, typestore=self._typestore)
         self._writer = writer
