@@ -63,8 +63,16 @@ class Plan:
     timeout_scale: float = 1.0
 
 
+# the fit is capped in time (Lightning's max_time; the best checkpoint so far is kept), so the whole
+# loop stays within about 15 minutes on a 2-core machine
 FULL = Plan(
-    'full', sessions=6, pairs_per_class=30, rules_results=300, model_results=300, fit_config='default.yaml'
+    'full',
+    sessions=6,
+    pairs_per_class=30,
+    rules_results=300,
+    model_results=300,
+    fit_config='default.yaml',
+    fit_args=('--trainer.max_time=00:00:08:00',),
 )
 QUICK = Plan(
     'quick',
