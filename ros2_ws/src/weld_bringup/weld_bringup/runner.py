@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Self
+from typing import IO
 
 import yaml
 
@@ -178,7 +178,7 @@ class GraphRunner:
         if self.echo is not None:
             self.echo(f'[runner] {text}')
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> 'GraphRunner':
         self.start()
         return self
 
