@@ -1,5 +1,6 @@
 """The LightningModule: loss, optimiser, augmentation and torchmetrics around a plain network."""
 
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -95,13 +96,13 @@ class WeldClassifier(pl.LightningModule):
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)
         warmup = min(int(self.hparams['warmup_epochs'] * steps_per_epoch), total // 2)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=self.hparams['lr'],
-            total_steps=total,
-            pct_start=max(warmup / total, 0.01),
-            anneal_strategy='cos',
-            div_factor=10.0,
-            final_div_factor=100.0,
-        )
+
+        def factor(step: int) -> float:
+            # linear warm-up from lr/10, then cosine decay to lr/100
+            if step < warmup:
+                return 0.1 + 0.9 * step / max(warmup, 1)
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': schedule, 'interval': 'step'}}

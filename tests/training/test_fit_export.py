@@ -1,0 +1,100 @@
+"""End to end on tiny bags: convert -> a couple of fit steps on CPU -> export with parity -> evaluate."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from tests.training.bagmaker import make_frames, write_bag
+from training.convert import convert
+from training.data import FrameStore
+from training.errors import ExportError
+from training.evaluate import evaluate, format_table
+from training.export import export, parity_check
+from training.fit import fit
+from training.module import WeldClassifier
+from weld_core.model_file import REQUIRED_METADATA_KEYS, read_model_info
+
+CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    bags = []
+    for index in range(3):
+        bags.append(
+            write_bag(tmp_path / f'bag{index}', make_frames(CLASSES * 2, seed=index), session_id=f's{index}')
+        )
+    convert(bags, tmp_path / 'ds', progress=False, workers=1, val_fraction=0.34, test_fraction=0.34)
+    return tmp_path / 'ds'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'model_args',
+    [
+        ['--model.model_name', 'compact'],
+        ['--model.model_name', 'resnet18', '--model.model_kwargs', '{}', '--data.channels', 'rgb'],
+    ],
+)
+def test_fit_export_parity_and_evaluate(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = fit(
+        [
+            '--data.dataset_dir',
+            str(tiny_dataset),
+            '--data.input_size',
+            '[24, 32]',
+            '--data.batch_size',
+            '8',
+            '--trainer.max_epochs',
+            '2',
+            '--trainer.enable_progress_bar',
+            'false',
+            '--data.progress',
+            'false',
+            *model_args,
+        ]
+    )
+    assert result.best_checkpoint.is_file()
+    metrics = json.loads((result.report_dir / 'metrics.json').read_text())
+    assert {'val', 'test', 'complexity'} <= set(metrics)
+    assert metrics['sessions']['val'] != metrics['sessions']['test']
+    assert (result.report_dir / 'confusion_val.png').is_file()
+
+    exported = export(
+        result.best_checkpoint,
+        tmp_path / 'model.onnx',
+        tiny_dataset,
+        version='t1',
+        parity_frames=6,
+        int8=model_args[1] == 'compact',
+        calibration_frames=8,
+    )
+    assert exported.parity_max_abs_diff <= 1e-4
+    proto = onnx.load(str(exported.path))
+    assert max(op.version for op in proto.opset_import if op.domain in ('', 'ai.onnx')) <= 17
+    info = read_model_info(exported.path)
+    assert set(REQUIRED_METADATA_KEYS) <= set(info.metadata)
+    assert list(info.class_names) == CLASSES
+    assert (
+        info.metadata['training_data'] == json.loads((tiny_dataset / 'manifest.json').read_text())['digest']
+    )
+    if exported.int8_path is not None:
+        assert read_model_info(exported.int8_path).metadata['quantization'] == 'int8-static-qdq'
+        assert set(exported.int8_report) >= {'fp32', 'int8', 'macro_recall_change'}
+
+    # a checkpoint that disagrees with the file must fail the parity check loudly
+    other = WeldClassifier.load_from_checkpoint(result.best_checkpoint, map_location='cpu')
+    with torch.no_grad():
+        other.net.head[1].bias.add_(3.0 * torch.arange(5.0))
+    with pytest.raises(ExportError, match='do not deploy'):
+        parity_check(other, exported.path, FrameStore(tiny_dataset), limit=4)
+
+    results = evaluate([exported.path, exported.path], tiny_dataset, split='test')
+    assert results[0]['macro_recall'] == results[1]['macro_recall']
+    assert 'macro-recall' in format_table(results)
