@@ -93,6 +93,8 @@ class RuleConfig:
     toe_zone_mm: float = 1.5
     undercut_depth_mm: float = 0.25
     undercut_softness_mm: float = 0.06
+    # ... and at least this multiple of the depth noise (the groove measure's level on clean welds)
+    groove_noise_factor: float = 1.5
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -215,7 +217,7 @@ class RuleDetector:
         depth = self._check_inputs(rgb, depth_m)
         height, width = depth.shape
         cfg = self.config
-        scale = width / cfg.default_width_px
+        scale = max(width, 1) / cfg.default_width_px
         fx = cfg.default_fx_px * scale if fx is None else fx
         fy = fx if fy is None else fy
         cx = (width - 1) / 2.0 if cx is None else cx
@@ -283,12 +285,13 @@ class RuleDetector:
 
     def _working_depth(
         self, depth: np.ndarray, fx: float, fy: float, cx: float, cy: float
-    ) -> tuple[np.ndarray, float, float, float, float]:
+    ) -> tuple[np.ndarray, float, float, float, float, int]:
         """Depth in metres as float32 with NaN for no data, averaged down to the working width."""
         z = depth.astype(np.float32, copy=True)
         with np.errstate(invalid='ignore'):
             z[~(np.isfinite(z) & (z > 0))] = np.nan
         factor = max(1, round(z.shape[1] / self.config.work_width_px))
+        downsample = 1
         if factor > 1 and z.shape[0] >= 2 * factor:
             rows, cols = (z.shape[0] // factor) * factor, (z.shape[1] // factor) * factor
             blocks = z[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor)
@@ -299,7 +302,8 @@ class RuleDetector:
             np.divide(sums, counts, out=z, where=counts > 0)
             fx, fy = fx / factor, fy / factor
             cx, cy = (cx + 0.5) / factor - 0.5, (cy + 0.5) / factor - 0.5
-        return z, fx, fy, cx, cy
+            downsample = factor
+        return z, fx, fy, cx, cy, downsample
 
     def _fit_plane(
         self, x: np.ndarray, y: np.ndarray, z: np.ndarray, fx: float, fy: float, iterations: int = 5
@@ -331,11 +335,11 @@ class RuleDetector:
     def _judge(self, depth: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> RuleResult:
         cfg = self.config
         evidence = dict.fromkeys(DEFECT_CLASSES, 0.0)
-        z, fx, fy, cx, cy = self._working_depth(depth, fx, fy, cx, cy)
+        z, fx, fy, cx, cy, downsample = self._working_depth(depth, fx, fy, cx, cy)
         rows, cols = z.shape
         valid = np.isfinite(z)
         valid_fraction = float(valid.mean()) if z.size else 0.0
-        measurements: dict[str, float] = {'valid_depth_fraction': valid_fraction}
+        measurements: dict[str, float] = {'valid_depth_fraction': valid_fraction, 'downsample': downsample}
         if rows < 16 or cols < 16:
             return self._result(evidence, measurements, f'image too small to judge ({cols}x{rows} px)')
         if valid_fraction < cfg.min_valid_fraction:
@@ -403,13 +407,13 @@ class RuleDetector:
         reach = int(max(abs(left_toe), abs(right_toe)) + 2.0 * cfg.toe_zone_mm / mm_per_px + 4)
         grid = self._seam_grid(heights, valid, along, offset, reach, max(4.0, cfg.seam_step_mm / mm_per_px))
         centre = (left_toe + right_toe) / 2.0
-        measurements.update(self._pits(heights, grid, offset, half_width, centre, mm_per_px))
+        measurements.update(self._pits(heights, grid, along, offset, half_width, centre, mm_per_px))
         measurements.update(self._fill(heights, valid, along, offset, half_width, crown_mm, mm_per_px))
         measurements.update(self._grooves(grid, left_toe, right_toe, mm_per_px))
         measurements.update(self._droplets(heights, valid, offset, left_toe, right_toe, mm_per_px))
 
         evidence['porosity'] = _logistic(
-            measurements['max_pit_depth_mm'], cfg.pit_depth_mm, cfg.pit_softness_mm
+            measurements['max_pit_depth_mm'], measurements['pit_threshold_mm'], cfg.pit_softness_mm
         )
         evidence['spatter'] = _logistic(
             measurements['spatter_count'], cfg.spatter_min_count - 0.5, cfg.spatter_softness
@@ -417,8 +421,12 @@ class RuleDetector:
         evidence['gap'] = _logistic(
             measurements['missing_fill_length_mm'], cfg.gap_length_mm, cfg.gap_softness_mm
         )
+        # the groove measure is a minimum over many noisy cells: its level on a clean weld follows the
+        # depth noise, so the threshold does too
+        groove_threshold = max(cfg.undercut_depth_mm, cfg.groove_noise_factor * noise_mm)
+        measurements['groove_threshold_mm'] = groove_threshold
         evidence['undercut'] = _logistic(
-            measurements['toe_groove_depth_mm'], cfg.undercut_depth_mm, cfg.undercut_softness_mm
+            measurements['toe_groove_depth_mm'], groove_threshold, cfg.undercut_softness_mm
         )
         # an unfilled stretch shows the open joint: deep 'pits' on the crown and a sunken profile at
         # the toes are the gap itself, not porosity or undercut
@@ -526,6 +534,7 @@ class RuleDetector:
         self,
         heights: np.ndarray,
         grid: _SeamGrid,
+        along: np.ndarray,
         offset: np.ndarray,
         half_width: float,
         centre: float,
@@ -540,6 +549,18 @@ class RuleDetector:
         if crown.sum() < 20:
             return {'pit_count': 0.0, 'max_pit_depth_mm': 0.0, 'pit_threshold_mm': cfg.pit_depth_mm}
         residual = np.where(crown, heights - local, 0).astype(np.float32)
+        # weld ripples are troughs across the whole crown at one position along the seam; a pore is
+        # local in both directions, so what the crown shares at one position is removed
+        t_key = np.floor(along[crown] - along[crown].min()).astype(np.int64)
+        values = residual[crown].astype(np.float64)
+        size = int(t_key.max()) + 1
+        ripple, _ = _binned_mean(t_key, values, size)
+        # second pass without the pit pixels, or a pore would lift its own reference
+        spread = 1.4826 * float(np.median(np.abs(values - ripple[t_key]))) + 1e-3
+        kept = values - ripple[t_key] > -2.0 * spread
+        ripple_kept, counts = _binned_mean(t_key[kept], values[kept], size)
+        ripple = np.where(counts >= 3, ripple_kept, ripple)
+        residual[crown] -= ripple[t_key].astype(np.float32)
         smooth = _blur(residual, crown.astype(np.float32), cfg.pit_smoothing_px)
         values = smooth[crown]
         noise = 1.4826 * float(np.median(np.abs(values - np.median(values))))
