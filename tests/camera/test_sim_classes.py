@@ -8,7 +8,7 @@ broke would look like its good twin and fail.
 import numpy as np
 import pytest
 
-from tests.camera.test_sim_measure import median_in, relief_mm, seam_coordinates, to_seam
+from tests.camera.test_sim_measure import across_centre, median_in, relief_mm, seam_coordinates, to_seam
 from weld_camera.sim import SimConfig, SimFrame, WeldSimulator
 
 INDICES = (0, 1, 2, 3)
@@ -38,7 +38,7 @@ def test_porosity_is_pits_in_the_crown(sim: WeldSimulator, index: int) -> None:
     u, _ = seam_coordinates(porous)
     found = 0
     for pit in pits:
-        _, v = to_seam(porous, pit['x_px'], pit['y_px'])
+        v = across_centre(porous, pit['x_px'], pit['y_px'])
         assert abs(v) < 0.6 * half_width_px  # on the crown, not the flank
         centre = _disc(relief.shape, pit['x_px'], pit['y_px'], max(1.0, 0.5 * pit['radius_px']))
         drop = median_in(good_relief, centre) - median_in(relief, centre)
@@ -62,7 +62,7 @@ def test_spatter_is_raised_droplets_beside_the_bead(sim: WeldSimulator, index: i
     half_width_px = spattered.truth['bead_half_width_mm'] / spattered.truth['mm_per_px']
     raised = 0
     for drop in drops:
-        _, v = to_seam(spattered, drop['x_px'], drop['y_px'])
+        v = across_centre(spattered, drop['x_px'], drop['y_px'])
         assert abs(v) > 0.9 * half_width_px  # beside the bead, not on it
         centre = _disc(relief.shape, drop['x_px'], drop['y_px'], max(1.0, 0.4 * drop['radius_px']))
         if not np.isfinite(median_in(relief, centre)):

@@ -11,16 +11,31 @@ from weld_camera.sim import SimFrame
 
 
 def seam_coordinates(frame: SimFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel (u along the seam, v across it) in pixels, from the frame's seam truth."""
+    """Per-pixel (u along the seam, v across it from the bead's centre line) in pixels."""
     height, width = frame.depth_m.shape
-    px, py = frame.truth['seam_point_px']
-    angle = np.radians(frame.truth['seam_angle_deg'])
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    c, s = np.cos(angle), np.sin(angle)
-    return (xs - px) * c + (ys - py) * s, -(xs - px) * s + (ys - py) * c
+    u, v = to_seam(frame, xs, ys)
+    return u, v - _centre_offset(frame, u)
 
 
-def to_seam(frame: SimFrame, x: float, y: float) -> tuple[float, float]:
+def _centre_offset(frame: SimFrame, u: np.ndarray | float) -> np.ndarray:
+    """How far the bead's centre line (meander, bend) lies off the straight seam line at ``u``."""
+    centre = np.asarray(frame.truth.get('seam_centre_px', np.zeros((0, 2))), np.float64)
+    if len(centre) < 2:
+        return np.zeros_like(np.asarray(u, np.float64))
+    centre_u, centre_v = to_seam(frame, centre[:, 0], centre[:, 1])
+    order = np.argsort(centre_u)
+    return np.interp(u, centre_u[order], centre_v[order])
+
+
+def across_centre(frame: SimFrame, x: float, y: float) -> float:
+    """Signed distance (px) of an image point from the bead's centre line."""
+    u, v = to_seam(frame, x, y)
+    return float(v - _centre_offset(frame, u))
+
+
+def to_seam(frame: SimFrame, x: np.ndarray | float, y: np.ndarray | float) -> tuple:
+    """Image point(s) -> (u along, v across) the straight seam line through the seam point, in pixels."""
     px, py = frame.truth['seam_point_px']
     angle = np.radians(frame.truth['seam_angle_deg'])
     c, s = np.cos(angle), np.sin(angle)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from weld_camera.sim.config import CameraIntrinsics
-from weld_camera.sim.scene import MAX_TINT_MM, SPATTER_REACH_MM, SceneParams
+from weld_camera.sim.scene import MAX_BEND_MM, MAX_TINT_MM, SPATTER_REACH_MM, SceneParams
 
 # Oxide colours of heat-tinted steel from the toe outwards: straw, brown, purple, blue, pale blue.
 _TINT_STOPS = np.array(
@@ -37,6 +37,8 @@ _VERY_STEEP_SLOPE = 2.5
 _JOINT_DEPTH_MM = 6.0  # looking into the root opening of a 6 mm butt joint
 # beyond the bead's widest half-width: room for the undercut groove and the hi-lo step
 _TOE_MARGIN_MM = 4.5
+# specular light (fraction of full scale) beyond which the depth sensor sees only glare
+_BLINDING_HIGHLIGHT = 0.6
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class SceneRenderer:
         self.textures = [_brushed_texture(rng, self.bank_shape, self.scale) for _ in range(texture_count)]
         self.rgb_noise = rng.standard_normal((*self.bank_shape, 3)).astype(np.float32)
         self.depth_noise = rng.standard_normal(self.bank_shape).astype(np.float32)
-        self.uniform = rng.random(self.bank_shape, dtype=np.float32)
+        self.uniform = _clustered_uniform(rng, self.bank_shape, 0.6 * self.scale)
         grain = cv2.GaussianBlur(
             rng.standard_normal(self.bank_shape).astype(np.float32), (0, 0), 1.6 * self.scale
         )
@@ -118,13 +120,17 @@ class SceneRenderer:
         reach = max(px, width - px) ** 2 + max(py, height - py) ** 2
         u0 = math.ceil(math.sqrt(reach)) + 2
         hw_max = scene.half_width_mm * float(scene.width_wobble.max())
-        meander_max = sum(a for a, _, _ in scene.meander)
+        meander_max = sum(a for a, _, _ in scene.meander) + (MAX_BEND_MM if scene.bend_per_mm else 0.0)
         v0 = math.ceil((hw_max + meander_max + max(MAX_TINT_MM, SPATTER_REACH_MM) + 2.0) / mmpp)
         n_u, n_v = 2 * u0, 2 * v0
         u_mm = (np.arange(n_u, dtype=np.float32) - u0) * mmpp
         v_mm = (np.arange(n_v, dtype=np.float32) - v0) * mmpp
 
         meander = np.zeros(n_u, np.float32)
+        if scene.bend_per_mm:
+            # a gently curved seam: a parabola near the seam point that saturates at MAX_BEND_MM
+            sag = 0.5 * scene.bend_per_mm * u_mm * u_mm
+            meander += MAX_BEND_MM * np.tanh(sag / MAX_BEND_MM)
         for amplitude, wavelength, phase in scene.meander:
             meander += amplitude * np.sin(2 * np.pi * u_mm / wavelength + phase)
         knots = np.linspace(u_mm[0], u_mm[-1], len(scene.width_wobble))
@@ -222,6 +228,16 @@ class SceneRenderer:
                 'bead_height': bead_height,
             },
         )
+
+    def _centre_line(self, scene: SceneParams, meander: np.ndarray, u0: int) -> np.ndarray:
+        """The bead centre line (meander and bend included) as image points, Nx2 (x, y), in the image."""
+        c, s = math.cos(scene.seam_angle_rad), math.sin(scene.seam_angle_rad)
+        u = np.arange(0, len(meander), 2, dtype=np.float64)
+        v = meander[::2].astype(np.float64) / scene.mm_per_px
+        x = scene.seam_point_px[0] + (u - u0) * c - v * s
+        y = scene.seam_point_px[1] + (u - u0) * s + v * c
+        inside = (x >= 0) & (x <= self.intrinsics.width - 1) & (y >= 0) & (y <= self.intrinsics.height - 1)
+        return np.stack([x[inside], y[inside]], axis=1).astype(np.float32)
 
     def _to_image(self, scene: SceneParams, col: float, row: float, u0: int, v0: int) -> tuple[float, float]:
         c, s = math.cos(scene.seam_angle_rad), math.sin(scene.seam_angle_rad)
@@ -380,7 +396,7 @@ class SceneRenderer:
         np.maximum(rgb, 0.0, out=rgb)
         rgb_u8 = cv2.convertScaleAbs(rgb)
 
-        depth_m = self._depth(scene, h, slope2, glare_mask)
+        depth_m = self._depth(scene, h, slope2, specular, glare_mask)
         truth = {
             'mm_per_px': mmpp,
             'distance_m': scene.distance_mm / 1000.0,
@@ -388,6 +404,7 @@ class SceneRenderer:
             'seam_angle_deg': math.degrees(scene.seam_angle_rad),
             'bead_half_width_mm': scene.half_width_mm,
             'bead_height_mm': scene.bead_height_mm,
+            'seam_centre_px': self._centre_line(scene, meander, u0),
             'defects': band['defects'],
         }
         truth['defects'] += self._segment_truth(scene, u0, v0, meander, band)
@@ -416,7 +433,10 @@ class SceneRenderer:
             if y0 >= y1 or x0 >= x1:
                 continue
             yy, xx = np.ogrid[y0:y1, x0:x1]
-            r2 = ((xx - spot.x_px) ** 2 + (yy - spot.y_px) ** 2) / spot.radius_px**2
+            c, s = math.cos(spot.angle_rad), math.sin(spot.angle_rad)
+            along = (xx - spot.x_px) * c + (yy - spot.y_px) * s
+            across = (yy - spot.y_px) * c - (xx - spot.x_px) * s
+            r2 = (along**2 + (across * spot.aspect) ** 2) / spot.radius_px**2
             blob = (spot.strength * 255.0 * np.exp(-(r2**2))).astype(np.float32)
             rgb[y0:y1, x0:x1] += blob[:, :, None]
             saturated.append((slice(y0, y1), slice(x0, x1), r2 < 0.85))
@@ -427,6 +447,7 @@ class SceneRenderer:
         scene: SceneParams,
         h: np.ndarray,
         slope2: np.ndarray,
+        highlight: np.ndarray,
         glare: list[tuple[slice, slice, np.ndarray]],
     ) -> np.ndarray:
         width, height = self.intrinsics.width, self.intrinsics.height
@@ -455,6 +476,12 @@ class SceneRenderer:
         )
         for ys, xs, spot in glare:
             dropout[ys, xs] |= spot
+        # saturated highlights blind a stereo/structured-light sensor as glare spots do
+        dropout |= (highlight > _BLINDING_HIGHLIGHT) & (chance < 0.5)
+        # sensors lose the outermost pixels (rectification and matching windows)
+        border = max(1, round(1.5 * self.scale))
+        for edge in (np.s_[:, :border], np.s_[:, -border:], np.s_[:border, :], np.s_[-border:, :]):
+            dropout[edge] |= chance[edge] < scene.border_dropout
         depth_m = depth_mm * np.float32(0.001)
         depth_m[dropout] = 0.0
         return depth_m.astype(np.float32, copy=False)
@@ -485,6 +512,14 @@ class SceneRenderer:
                 entry.update(height_factor=defect.height_factor)
             entries.append(entry)
         return entries
+
+
+def _clustered_uniform(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
+    """Uniform 0..1 values correlated over ``sigma_px``: thresholds give specks, not single pixels."""
+    field = cv2.GaussianBlur(rng.standard_normal(shape).astype(np.float32), (0, 0), sigma_px)
+    ranks = np.empty(field.size, np.float32)
+    ranks[np.argsort(field, axis=None)] = np.arange(field.size, dtype=np.float32) / field.size
+    return ranks.reshape(shape)
 
 
 def _facing(gx: np.ndarray, gy: np.ndarray, inv_norm: np.ndarray, x: float, y: float, z: float) -> np.ndarray:

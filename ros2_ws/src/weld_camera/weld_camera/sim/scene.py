@@ -17,6 +17,8 @@ RENDERABLE_CLASSES: tuple[str, ...] = ('good', 'porosity', 'spatter', 'gap', 'un
 # How far from the bead toe spatter lands and heat tint reaches; the renderer sizes its band by it.
 SPATTER_REACH_MM = 9.0
 MAX_TINT_MM = 11.0
+# a curved seam leaves the straight line by at most this much inside the band
+MAX_BEND_MM = 4.0
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,10 @@ class UndercutDefect:
 class GlareSpot:
     x_px: float
     y_px: float
-    radius_px: float
+    radius_px: float  # along the long axis
     strength: float
+    aspect: float = 1.0  # long / short axis
+    angle_rad: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class SceneParams:
     ripple_strength: np.ndarray  # relative ripple amplitude along the seam
     grain: float  # surface grain of the weld metal (albedo modulation)
     meander: tuple[tuple[float, float, float], ...]  # (amplitude_mm, wavelength_mm, phase)
+    bend_per_mm: float  # curvature of the seam (1 / radius)
     width_wobble: np.ndarray  # relative half-width along the seam, sampled evenly over the band
     height_wobble: np.ndarray
     hi_lo_mm: float  # plate misalignment across the joint
@@ -144,6 +149,7 @@ class SceneParams:
     depth_wobble: np.ndarray  # low-res correlated depth error, mm
     edge_dropout: float  # probability of no data on steep surfaces
     speckle_dropout: float
+    border_dropout: float
     dropout_offset: tuple[int, int]
     pits: tuple[Pit, ...] = ()
     droplets: tuple[Droplet, ...] = ()
@@ -263,12 +269,21 @@ def sample_scene(
         )
     glare = []
     for _ in range(int(rng.choice([0, 0, 0, 1, 1, 2]))):
+        if rng.random() < 0.5:  # a specular hot spot on the shiny bead
+            t = rng.uniform(max(t_lo, -1e4), min(t_hi, 1e4)) if t_hi > t_lo else 0.0
+            x, y = seam_point[0] + t * np.cos(seam_angle), seam_point[1] + t * np.sin(seam_angle)
+            angle = seam_angle + rng.normal(0, 0.2)
+        else:
+            x, y = rng.uniform(0, width), rng.uniform(0, height)
+            angle = rng.uniform(0, np.pi)
         glare.append(
             GlareSpot(
-                float(rng.uniform(0, width)),
-                float(rng.uniform(0, height)),
-                float(rng.uniform(3.0, 9.0) * scale),
+                float(x),
+                float(y),
+                float(rng.uniform(3.0, 11.0) * scale),
                 float(rng.uniform(0.8, 2.5)),
+                float(rng.uniform(1.0, 2.2)),
+                float(angle),
             )
         )
 
@@ -293,6 +308,7 @@ def sample_scene(
         ripple_strength=np.clip(1.0 + 0.35 * rng.standard_normal(16), 0.3, 1.8).astype(np.float32),
         grain=float(rng.uniform(0.02, 0.06)),
         meander=meander,
+        bend_per_mm=float(rng.choice([0.0, 1.0]) * rng.uniform(-1.0, 1.0) / 250.0),
         width_wobble=1 + rng.uniform(0.03, 0.1) * rng.standard_normal(12),
         height_wobble=1 + rng.uniform(0.03, 0.1) * rng.standard_normal(12),
         hi_lo_mm=float(rng.choice([0.0, 1.0]) * rng.uniform(-0.5, 0.5)),
@@ -329,9 +345,10 @@ def sample_scene(
         depth_noise_offset=offset(),
         depth_blur_px=float(rng.uniform(0.5, 1.0) * scale),
         depth_wobble=(rng.uniform(0.02, 0.08) * rng.standard_normal((4, 5))).astype(np.float32),
-        edge_dropout=float(rng.uniform(0.1, 0.4)),
+        edge_dropout=float(rng.uniform(0.05, 0.3)),
         speckle_dropout=float(rng.uniform(0.0005, 0.0025)),
         dropout_offset=offset(),
+        border_dropout=float(rng.uniform(0.0, 0.25)),
     )
     _add_defect(scene, rng)
     return scene
