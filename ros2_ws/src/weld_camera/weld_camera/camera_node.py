@@ -38,7 +38,6 @@ from rclpy.qos import (
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from weld_camera.cdr import stamped
 from weld_camera.errors import CameraConfigError, SourceError
 from weld_camera.frames import CameraFrame, Intrinsics
 from weld_camera.pacing import Pacer
@@ -255,7 +254,6 @@ class CameraNode(LifecycleNode):
                 settings.sim_class_mix,
                 settings.sim_prefetch_frames,
                 settings.sim_render_workers,
-                frame_id=settings.frame_id,
             )
         if settings.source == 'replay':
             if settings.bag_path is None:
@@ -267,7 +265,6 @@ class CameraNode(LifecycleNode):
                 settings.loop,
                 settings.relay_slop_ns,
                 settings.sim_prefetch_frames,
-                frame_id=settings.frame_id,
             )
         self._relay = RelayPairer(settings.depth_encoding, settings.relay_slop_ns)
         self._relay.on_reject = self._warn_rejected
@@ -353,16 +350,8 @@ class CameraNode(LifecycleNode):
             sec, nanosec = ns_to_sec_nanosec(stamp_ns)
             header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=settings.frame_id)
             try:
-                if (
-                    frame.rgb_cdr is not None
-                    and frame.depth_cdr is not None
-                    and frame.cdr_frame_id == header.frame_id
-                ):
-                    publishers['rgb'].publish(stamped(frame.rgb_cdr, sec, nanosec))
-                    publishers['depth'].publish(stamped(frame.depth_cdr, sec, nanosec))
-                else:
-                    publishers['rgb'].publish(Image(header=header, **frame.rgb.as_kwargs()))
-                    publishers['depth'].publish(Image(header=header, **frame.depth.as_kwargs()))
+                publishers['rgb'].publish(Image(header=header, **frame.rgb.as_kwargs()))
+                publishers['depth'].publish(Image(header=header, **frame.depth.as_kwargs()))
                 if frame.intrinsics is not None:
                     publishers['rgb_info'].publish(self._camera_info(frame.intrinsics, header))
                     depth_intrinsics = frame.depth_intrinsics or frame.intrinsics

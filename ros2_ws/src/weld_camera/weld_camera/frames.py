@@ -1,10 +1,9 @@
 """What every source hands the node: one frame pair, already encoded as Image fields, ROS-free."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from weld_camera.cdr import image_cdr
 from weld_core.images import ImageFields
 
 
@@ -79,16 +78,3 @@ class CameraFrame:
     note: str = ''
     intrinsics: Intrinsics | None = None
     depth_intrinsics: Intrinsics | None = None  # None: the colour intrinsics (registered depth)
-    # the images already serialised (weld_camera.cdr) with header.frame_id ``cdr_frame_id``, stamp 0
-    rgb_cdr: bytes | None = None
-    depth_cdr: bytes | None = None
-    cdr_frame_id: str = ''
-
-    def serialised(self, frame_id: str) -> 'CameraFrame':
-        """This frame with both images serialised for ``frame_id`` (done in the producing thread)."""
-        return replace(
-            self,
-            rgb_cdr=image_cdr(self.rgb, frame_id),
-            depth_cdr=image_cdr(self.depth, frame_id),
-            cdr_frame_id=frame_id,
-        )

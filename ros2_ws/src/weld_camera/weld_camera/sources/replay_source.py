@@ -61,14 +61,12 @@ class ReplaySource:
         loop: bool,
         slop_ns: int,
         prefetch_frames: int = 3,
-        frame_id: str | None = None,
     ) -> None:
         self.bag_path = Path(bag_path)
         self._depth_encoding = depth_encoding
         self._fixed_rate = rate_hz is not None
         self._loop = loop
         self._slop_ns = slop_ns
-        self._frame_id = frame_id  # serialise the images in the reader thread for this frame_id
         self.labels: dict[int, tuple[str, str]] = {}
         self.intrinsics: Intrinsics | None = None
         self.depth_intrinsics: Intrinsics | None = None
@@ -136,7 +134,7 @@ class ReplaySource:
                         last_due_ns = max(last_due_ns, pair.stamp_ns - first_ns)
                         label, note = self.labels.get(pair.stamp_ns, (None, ''))
                         count += 1
-                        frame = CameraFrame(
+                        yield CameraFrame(
                             rgb=rgb,
                             depth=depth,
                             stamp_ns=pair.stamp_ns,
@@ -146,7 +144,6 @@ class ReplaySource:
                             intrinsics=self.intrinsics,
                             depth_intrinsics=self.depth_intrinsics,
                         )
-                        yield frame if self._frame_id is None else frame.serialised(self._frame_id)
             finally:
                 reader.close()
             if count == 0:

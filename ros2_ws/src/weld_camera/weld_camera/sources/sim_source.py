@@ -39,18 +39,17 @@ def _make_simulator(width: int, height: int, seed: int, class_mix: Mapping[str, 
         raise SourceError(f'the simulator rejected its settings: {exc}') from exc
 
 
-def encode_sim_frame(frame: Any, depth_encoding: str, frame_id: str | None = None) -> CameraFrame:
-    """A SimFrame -> CameraFrame: images encoded once (and serialised when ``frame_id`` is given)."""
+def encode_sim_frame(frame: Any, depth_encoding: str) -> CameraFrame:
+    """A SimFrame -> CameraFrame: images encoded once, ground truth and intrinsics attached."""
     info = frame.camera_info
     height, width = frame.rgb.shape[:2]
-    encoded = CameraFrame(
+    return CameraFrame(
         rgb=array_to_image(frame.rgb, 'rgb8'),
         depth=depth_m_to_image(frame.depth_m, depth_encoding),
         label=str(frame.label),
         note=f'sim frame {frame.index}, severity {float(frame.severity):.2f}',
         intrinsics=Intrinsics.pinhole(width, height, info.fx, info.fy, info.cx, info.cy),
     )
-    return encoded if frame_id is None else encoded.serialised(frame_id)
 
 
 def _render_worker(
@@ -68,9 +67,7 @@ def _render_worker(
         index = first_index
         while not stop.is_set():
             cpu_start = time.process_time()
-            frame = encode_sim_frame(
-                simulator.render(index), settings['depth_encoding'], settings['frame_id']
-            )
+            frame = encode_sim_frame(simulator.render(index), settings['depth_encoding'])
             cpu_s = time.process_time() - cpu_start
             while not stop.is_set():
                 try:
@@ -173,14 +170,12 @@ class SimSource:
         class_mix: Mapping[str, float] | None = None,
         prefetch_frames: int = 3,
         render_workers: int = 0,
-        frame_id: str | None = None,
     ) -> None:
         if render_workers < 0:
             raise SourceError(f'render_workers must be >= 0, got {render_workers}')
         # built here even with worker processes: a bad setting fails at configure, not in a worker
         self._simulator = _make_simulator(width, height, seed, class_mix)
         self._depth_encoding = depth_encoding
-        self._frame_id = frame_id
         self._pool: _ProcessPool | None = None
         self._prefetch: Prefetcher | None = None
         if render_workers:
@@ -190,14 +185,13 @@ class SimSource:
                 'seed': seed,
                 'class_mix': None if class_mix is None else dict(class_mix),
                 'depth_encoding': depth_encoding,
-                'frame_id': frame_id,
             }
             self._pool = _ProcessPool(settings, render_workers, prefetch_frames)
         else:
             self._prefetch = Prefetcher(self._render, prefetch_frames, 'weld_camera-sim-render')
 
     def _render(self) -> CameraFrame:
-        return encode_sim_frame(self._simulator.next(), self._depth_encoding, self._frame_id)
+        return encode_sim_frame(self._simulator.next(), self._depth_encoding)
 
     def start(self) -> None:
         if self._pool is not None:
