@@ -26,7 +26,7 @@ def test_requests_are_served_in_order_and_finish_at_their_count() -> None:
     assert second.count == 1
     stamps = iter(range(10))
     served = []
-    while (assignment := queue.next_assignment()) is not None:
+    while (assignment := queue.assign()) is not None:
         served.append(assignment.label)
         queue.confirm(assignment, next(stamps))
     assert served == ['porosity', 'porosity', 'gap']
@@ -48,35 +48,64 @@ def test_bad_requests_are_refused_without_queueing(label: str, count: int, error
     queue = make_queue()
     with pytest.raises(error, match=match):
         queue.submit(label, count, '', 's')
-    assert queue.waiting == 0 and queue.next_assignment() is None
+    assert queue.waiting == 0 and queue.assign() is None
 
 
 def test_continuous_mode_labels_pairs_when_no_capture_waits() -> None:
     queue = make_queue()
     queue.set_continuous('gap', 'seam 2')
-    assert queue.next_assignment().label == 'gap'
+    assert queue.assign().label == 'gap'
     request = queue.submit('good', 1, '', 's')
-    assignment = queue.next_assignment()
+    assignment = queue.assign()
     assert assignment.request is request and assignment.label == 'good'
+    # the request has its pair (on its way to the bag): later pairs fall to continuous mode
+    assert queue.assign().label == 'gap'
     queue.confirm(assignment, 5)
-    assert queue.next_assignment().label == 'gap' and queue.next_assignment().note == 'seam 2'
+    assert request.done.is_set() and queue.assign().note == 'seam 2'
     queue.clear_continuous()
-    assert queue.next_assignment() is None
+    assert queue.assign() is None
     with pytest.raises(LabelError):
         queue.set_continuous('nope', '')
+
+
+def test_a_pair_that_could_not_be_recorded_is_replaced_by_the_next() -> None:
+    queue = make_queue()
+    request = queue.submit('porosity', 2, '', 's')
+    first, second = queue.assign(), queue.assign()
+    assert queue.assign() is None
+    queue.release(first)
+    third = queue.assign()
+    assert third.request is request
+    queue.confirm(second, 2)
+    queue.confirm(third, 3)
+    assert request.done.is_set() and request.stamps == [2, 3]
+
+
+def test_a_request_with_pairs_in_flight_does_not_expire() -> None:
+    clock = FakeClock()
+    queue = make_queue(clock)
+    request = queue.submit('good', 1, '', 's')
+    assignment = queue.assign()
+    clock.now += 60
+    assert not queue.expire(request, 5.0, lambda: 'x')
+    assert queue.is_live(assignment)
+    queue.fail_all('stopped', session_id='other')
+    assert queue.is_live(assignment)
+    queue.fail_all('stopped', session_id='s')
+    assert not queue.is_live(assignment) and request.failure == 'stopped'
 
 
 def test_a_request_expires_after_the_timeout_without_pairs() -> None:
     clock = FakeClock()
     queue = make_queue(clock)
     request = queue.submit('good', 3, '', 's')
-    queue.confirm(queue.next_assignment(), 1)
+    queue.confirm(queue.assign(), 1)
     clock.now += 4.9
     assert not queue.expire(request, 5.0, lambda: 'why')
     clock.now += 0.2
     assert queue.expire(request, 5.0, lambda: 'no camera data')
     assert request.done.is_set() and request.failure == 'no camera data' and request.captured == 1
-    assert queue.next_assignment() is None
+    assert queue.assign() is None
 
 
 def test_the_next_request_waits_from_when_it_reaches_the_head() -> None:
@@ -85,7 +114,7 @@ def test_the_next_request_waits_from_when_it_reaches_the_head() -> None:
     first = queue.submit('good', 1, '', 's')
     second = queue.submit('gap', 1, '', 's')
     clock.now += 4.0
-    queue.confirm(queue.next_assignment(), 1)
+    queue.confirm(queue.assign(), 1)
     assert first.done.is_set()
     clock.now += 4.0
     assert not queue.expire(second, 5.0, lambda: 'x')

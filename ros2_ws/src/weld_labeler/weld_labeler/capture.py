@@ -1,7 +1,9 @@
 """Which label each arriving frame pair gets: capture requests first, then continuous mode.
 
 A capture request labels the next ``count`` pairs that arrive after it was accepted. Requests are
-served one after the other in the order they came; a pair belongs to at most one request. While
+served one after the other in the order they came; a pair belongs to at most one request. A pair
+is assigned when it is paired and confirmed once it is in the bag (recording runs in another
+thread); a pair that cannot be recorded is released and the next one takes its place. While
 no request is waiting, continuous mode (if set) labels every pair. A request fails when no pair
 arrives for it within the timeout; pairs it already labelled stay recorded and are reported.
 
@@ -25,7 +27,8 @@ class CaptureRequest:
     count: int
     note: str
     session_id: str
-    stamps: list[int] = field(default_factory=list)
+    assigned: int = 0  # pairs given to this request (written or on their way to the bag)
+    stamps: list[int] = field(default_factory=list)  # pairs in the bag
     failure: str = ''
     last_progress_s: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
@@ -91,12 +94,26 @@ class CaptureQueue:
     def clear_continuous(self) -> None:
         self.continuous = None
 
-    def next_assignment(self) -> Assignment | None:
-        """The label the next pair gets, without taking it (the pair may still fail to record)."""
-        if self._requests:
-            head = self._requests[0]
-            return Assignment(head.label, head.note, head)
+    def assign(self) -> Assignment | None:
+        """Give the next pair its label: the oldest request still short of pairs, else continuous.
+
+        The pair is reserved for the request until :meth:`confirm` (it is in the bag) or
+        :meth:`release` (it could not be recorded, so a later pair takes its place).
+        """
+        for request in self._requests:
+            if request.assigned < request.count:
+                request.assigned += 1
+                return Assignment(request.label, request.note, request)
         return self.continuous
+
+    def release(self, assignment: Assignment | None) -> None:
+        """A reserved pair was not recorded: its request waits for another one."""
+        if assignment is not None and assignment.request is not None and not assignment.request.done.is_set():
+            assignment.request.assigned -= 1
+
+    def is_live(self, assignment: Assignment | None) -> bool:
+        """False when the pair's request has ended meanwhile (its pair must not carry the label)."""
+        return assignment is not None and (assignment.request is None or not assignment.request.done.is_set())
 
     def confirm(self, assignment: Assignment, stamp_ns: int) -> None:
         """The pair ``stamp_ns`` is in the bag with ``assignment``'s label."""
@@ -109,20 +126,24 @@ class CaptureQueue:
             self._finish(request)
 
     def expire(self, request: CaptureRequest, timeout_s: float, reason: Callable[[], str]) -> bool:
-        """Fail ``request`` when no pair came for it for ``timeout_s``; True when it is over."""
+        """Fail ``request`` when no pair came for it for ``timeout_s``; True when it is over.
+
+        A request with pairs on their way to the bag is not idle: it does not expire.
+        """
         if request.done.is_set():
             return True
-        if self._clock() - request.last_progress_s < timeout_s:
+        if request.assigned > request.captured or self._clock() - request.last_progress_s < timeout_s:
             return False
         request.failure = reason()
         self._finish(request)
         return True
 
-    def fail_all(self, reason: str) -> None:
-        """End every waiting request (session stopped, storage full, shutdown)."""
+    def fail_all(self, reason: str, session_id: str | None = None) -> None:
+        """End every waiting request (of ``session_id`` if given): session stopped, storage full."""
         for request in list(self._requests):
-            request.failure = request.failure or reason
-            self._finish(request)
+            if session_id is None or request.session_id == session_id:
+                request.failure = request.failure or reason
+                self._finish(request)
 
     def _finish(self, request: CaptureRequest) -> None:
         was_head = bool(self._requests) and self._requests[0] is request

@@ -13,6 +13,8 @@ Decisions an operator meets:
 - A capture takes precedence over continuous mode for the pairs it asks for.
 """
 
+import contextlib
+import queue
 import shutil
 import threading
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 from weld_core.classes import DEFAULT_CLASSES
 from weld_core.errors import ImageFormatError, WeldError
 from weld_core.pairing import FramePair, FramePairer
-from weld_labeler.capture import Assignment, CaptureQueue, CaptureRequest, describe_stall
+from weld_labeler.capture import Assignment, CaptureQueue, describe_stall
 from weld_labeler.cdr import header_of
 from weld_labeler.errors import CaptureError, RecorderError, SessionError, StorageFullError
 from weld_labeler.recorder import BagRecorder, PairLabel, RecordTopics
@@ -50,6 +52,7 @@ class LabelerConfig:
     min_free_space_mb: float = 500.0
     max_session_size_mb: float = 0.0
     fsync_interval_s: float = 1.0
+    write_queue_pairs: int = 60
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,19 @@ class LabelerStats:
     pairs_recorded: int = 0
     labels_published: int = 0
     unrecorded_pairs: int = 0  # pairs that should have been recorded but were not (bad frame, disk)
+    write_queue_overflows: int = 0
+
+
+@dataclass(frozen=True)
+class _PendingPair:
+    """A pair on its way to the bag, with everything it is written with."""
+
+    pair: FramePair[Frame]
+    assignment: Assignment | None
+    session: SessionInfo
+    recorder: BagRecorder
+    rgb_info: bytes | None
+    depth_info: bytes | None
 
 
 class Labeler:
@@ -110,12 +126,15 @@ class Labeler:
         self._last_depth_s = float('-inf')
         self._last_fsync_s = clock()
         self._last_error = ''
-        self._auto_started: CaptureRequest | None = None
+        self._writes: queue.Queue[_PendingPair | None] = queue.Queue(maxsize=config.write_queue_pairs)
+        self._writer = threading.Thread(target=self._write_loop, name='labeler-writer', daemon=True)
 
     def start(self) -> list[str]:
-        """Create the recording folder and recover sessions a killed process left; log lines."""
+        """Create the recording folder, recover what a killed process left (log lines), start writing."""
         self.store.ensure()
-        return self.store.recover_all()
+        notes = self.store.recover_all()
+        self._writer.start()
+        return notes
 
     # frames -----------------------------------------------------------------------------
 
@@ -150,49 +169,89 @@ class Labeler:
             return None
 
     def _handle_pairs(self, pairs: list[FramePair[Frame]]) -> None:
+        """Label pairs and hand them to the writer thread (DDS callbacks must never wait on disk)."""
+        session, recorder = self.session, self._recorder
+        if session is None or recorder is None:
+            return
         for pair in pairs:
-            assignment = self.queue.next_assignment() if self.session is not None else None
-            if assignment is None and not (self.config.record_all_pairs and self.session is not None):
+            assignment = self.queue.assign()
+            if assignment is None and not self.config.record_all_pairs:
                 continue
-            self._record(pair, assignment)
+            item = _PendingPair(pair, assignment, session, recorder, self._rgb_info, self._depth_info)
+            try:
+                self._writes.put_nowait(item)
+            except queue.Full:
+                self.queue.release(assignment)
+                self.stats.unrecorded_pairs += 1
+                self.stats.write_queue_overflows += 1
+                self._warn(
+                    f'pair at {pair.stamp_ns} ns not recorded: the write queue is full '
+                    f'({self.config.write_queue_pairs} pairs; the disk or compression is too slow)'
+                )
 
-    def _record(self, pair: FramePair[Frame], assignment: Assignment | None) -> None:
-        recorder, session = self._recorder, self.session
-        if recorder is None or session is None:
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writes.get()
+            try:
+                if item is None:
+                    return
+                self._write(item)
+            except Exception as exc:  # the writer must outlive any one bad pair
+                with self._lock:
+                    self.queue.release(item.assignment if item else None)
+                    self.stats.unrecorded_pairs += 1
+                self._warn(f'pair not recorded: {exc!r}')
+            finally:
+                self._writes.task_done()
+
+    def _write(self, item: '_PendingPair') -> None:
+        recorder, session, pair = item.recorder, item.session, item.pair
+        with self._lock:
+            if not recorder.is_open:  # the session was closed (storage limit) while this pair waited
+                self.queue.release(item.assignment)
+                self.stats.unrecorded_pairs += 1
+                return
+            assignment = item.assignment if self.queue.is_live(item.assignment) else None
+        if assignment is None and not self.config.record_all_pairs:
             return
         frame_id = pair.rgb[1]
         label = PairLabel(assignment.label, session.session_id, assignment.note) if assignment else None
         try:
             prepared = recorder.prepare_pair(
-                pair.rgb[0], pair.depth[0], pair.stamp_ns, frame_id, self._rgb_info, self._depth_info, label
+                pair.rgb[0], pair.depth[0], pair.stamp_ns, frame_id, item.rgb_info, item.depth_info, label
             )
             self.guard.check_write(recorder.bytes_written, prepared.nbytes)
             sync = self._clock() - self._last_fsync_s >= self.config.fsync_interval_s
             recorder.write(prepared, sync=sync)
-        except StorageFullError as exc:
-            self.stats.unrecorded_pairs += 1
-            self._stop_locked(f'recording stopped: {exc}')
+        except (StorageFullError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, StorageFullError) else f'cannot write {recorder.path}: {exc}'
+            with self._lock:
+                self.queue.release(assignment)
+                self.stats.unrecorded_pairs += 1
+                if self.session is session:
+                    self.session, self._recorder = None, None
+                self._close(session, recorder, f'recording stopped: {reason}')
             return
         except (ImageFormatError, RecorderError) as exc:
-            self.stats.unrecorded_pairs += 1
-            self._last_error = str(exc)
+            with self._lock:
+                self.queue.release(assignment)
+                self.stats.unrecorded_pairs += 1
+                self._last_error = str(exc)
             self._warn(f'pair at {pair.stamp_ns} ns not recorded: {exc}')
-            return
-        except OSError as exc:
-            self.stats.unrecorded_pairs += 1
-            self._stop_locked(f'recording stopped: cannot write {recorder.path}: {exc}')
             return
         if sync:
             self._last_fsync_s = self._clock()
-        self._last_error = ''
-        self.stats.pairs_recorded += 1
-        session.pairs_recorded = recorder.pairs_written
-        session.labels_recorded = recorder.labels_written
-        session.bytes_recorded = recorder.bytes_written
-        session.label_counts = dict(recorder.label_counts)
+        with self._lock:
+            self._last_error = ''
+            self.stats.pairs_recorded += 1
+            session.pairs_recorded = recorder.pairs_written
+            session.labels_recorded = recorder.labels_written
+            session.bytes_recorded = recorder.bytes_written
+            session.label_counts = dict(recorder.label_counts)
+            if assignment is not None:
+                self.queue.confirm(assignment, pair.stamp_ns)
+                self.stats.labels_published += 1
         if assignment is not None:
-            self.queue.confirm(assignment, pair.stamp_ns)
-            self.stats.labels_published += 1
             self._publish(
                 LabelEvent(pair.stamp_ns, frame_id, assignment.label, session.session_id, assignment.note)
             )
@@ -237,16 +296,34 @@ class Labeler:
                     'no session is recording'
                     + (f' ({self.last_stop_reason})' if self.last_stop_reason else '')
                 )
-            return self._stop_locked(reason)
+        return self._stop(reason)
 
-    def _stop_locked(self, reason: str) -> SessionInfo:
-        session, recorder = self.session, self._recorder
-        if session is None or recorder is None:
-            raise SessionError('no session is recording')
-        self.session, self._recorder = None, None
+    def _stop(
+        self, reason: str, only: SessionInfo | None = None, discard_if_empty: bool = False
+    ) -> SessionInfo:
+        """Stop the active session (if ``only``: only that one) once its queued pairs are written."""
+        with self._lock:
+            session, recorder = self.session, self._recorder
+            if session is None or recorder is None or (only is not None and session is not only):
+                raise SessionError('no session is recording')
+            self.session, self._recorder = None, None  # no new pair goes to this session
+        self._writes.join()
+        with self._lock:
+            previous_reason = self.last_stop_reason
+            self._close(session, recorder, reason)
+            if discard_if_empty and recorder.pairs_written == 0:
+                self.last_stop_reason = previous_reason  # nothing happened, as far as the operator knows
+                shutil.rmtree(self.store.bag_path(session.session_id), ignore_errors=True)
+        return session
+
+    def _close(self, session: SessionInfo, recorder: BagRecorder, reason: str) -> None:
+        """Close a session's bag and metadata, once (the writer and a stop request may race)."""
+        if not recorder.is_open:
+            return
         self.last_stop_reason = reason
-        self.queue.fail_all(reason)
-        self.queue.clear_continuous()
+        self.queue.fail_all(reason, session.session_id)
+        if self.session is None:
+            self.queue.clear_continuous()
         session.stopped_ns, session.state, session.stop_reason = time.time_ns(), STOPPED, reason
         try:
             recorder.close(session.custom_data())
@@ -254,16 +331,6 @@ class Labeler:
             self.store.write_info(session)
         if reason.startswith('recording stopped'):
             self._warn(f'session {session.session_id}: {reason}')
-        return session
-
-    def _discard_empty_session(self) -> None:
-        session, recorder = self.session, self._recorder
-        if session is None or recorder is None or recorder.pairs_written:
-            return
-        previous_reason = self.last_stop_reason
-        self._stop_locked('discarded: auto-started for a capture that captured nothing')
-        self.last_stop_reason = previous_reason  # nothing happened, as far as the operator is concerned
-        shutil.rmtree(self.store.bag_path(session.session_id), ignore_errors=True)
 
     def _ensure_session(self, what: str) -> bool:
         """Open an ``auto`` session if allowed; True when one was started for this call."""
@@ -296,12 +363,12 @@ class Labeler:
             with self._lock:
                 if self.queue.expire(request, timeout, self._stall_reason):
                     break
-        with self._lock:
-            if auto_started and request.captured == 0:
-                self._discard_empty_session()
-                session_id = ''
-            else:
-                session_id = request.session_id
+        session_id = request.session_id
+        recorder = self._recorder
+        if auto_started and request.captured == 0 and recorder is not None and recorder.pairs_written == 0:
+            with contextlib.suppress(SessionError):
+                self._stop('discarded: auto-started for a capture that captured nothing', session, True)
+            session_id = ''
         wanted = request.count
         if request.captured == 0:
             return CaptureOutcome(False, f'nothing captured: {request.failure}', 0, session_id)
@@ -378,6 +445,8 @@ class Labeler:
                 'frames_dropped_unpaired': str(pairing.dropped),
                 'pairs_recorded': str(self.stats.pairs_recorded),
                 'pairs_not_recorded': str(self.stats.unrecorded_pairs),
+                'write_queue_pairs': str(self._writes.qsize()),
+                'write_queue_overflows': str(self.stats.write_queue_overflows),
                 'labels_published': str(self.stats.labels_published),
                 'session_pairs_recorded': str(session.pairs_recorded if session else 0),
                 'session_bytes_recorded': str(session.bytes_recorded if session else 0),
@@ -393,7 +462,11 @@ class Labeler:
 
     def shutdown(self) -> SessionInfo | None:
         """Close the active session cleanly (Ctrl-C): a complete bag, no recovery needed."""
-        with self._lock:
-            if self.session is None:
-                return None
-            return self._stop_locked('labeler shut down')
+        try:
+            return self._stop('labeler shut down')
+        except SessionError:
+            return None
+        finally:
+            if self._writer.is_alive():
+                self._writes.put(None)
+                self._writer.join()

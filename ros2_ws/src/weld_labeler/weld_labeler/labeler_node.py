@@ -131,6 +131,14 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
             float_range=(0.0, 60.0),
         ),
     ),
+    'write_queue_pairs': (
+        60,
+        _descriptor(
+            _INT,
+            'pairs waiting for the disk/compression before new ones are dropped (RAM)',
+            int_range=(1, 10000),
+        ),
+    ),
     'diagnostics_period_s': (1.0, _descriptor(_DOUBLE, 'period of /diagnostics', float_range=(0.1, 60.0))),
 }
 
@@ -174,6 +182,7 @@ class LabelerNode(Node):
             min_free_space_mb=values['min_free_space_mb'],
             max_session_size_mb=values['max_session_size_mb'],
             fsync_interval_s=values['fsync_interval_s'],
+            write_queue_pairs=values['write_queue_pairs'],
         )
         self._labels = self.create_publisher(
             DefectLabel,

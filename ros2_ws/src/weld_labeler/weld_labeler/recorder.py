@@ -16,6 +16,7 @@ summary and metadata at the next start.
 import os
 import sqlite3
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -116,6 +117,7 @@ class BagRecorder:
         self._typestore = weld_typestore()
         self._writer: Writer | None = None
         self._connections: dict[str, Any] = {}
+        self._encoder: ThreadPoolExecutor | None = None
 
     @property
     def is_open(self) -> bool:
@@ -166,8 +168,10 @@ class BagRecorder:
         """Serialise a pair (and its label) for the bag; raises ImageFormatError on bad frames."""
         prepared = PreparedPair(stamp_ns=int(stamp_ns), label=label)
         if self.record_format == 'compressed':
-            rgb_topic, rgb_data = self.topics.rgb + '/compressed', self._compress_rgb(rgb_cdr)
+            # OpenCV encodes without the GIL: JPEG and PNG of one pair run side by side
+            rgb_future = self._pool().submit(self._compress_rgb, rgb_cdr)
             depth_topic, depth_data = self.topics.depth + '/compressedDepth', self._compress_depth(depth_cdr)
+            rgb_topic, rgb_data = self.topics.rgb + '/compressed', rgb_future.result()
         else:
             rgb_topic, rgb_data = self.topics.rgb, rgb_cdr
             depth_topic, depth_data = self.topics.depth, depth_cdr
@@ -213,6 +217,9 @@ class BagRecorder:
         for key, value in (custom_data or {}).items():
             writer.set_custom_data(key, str(value))
         self._writer = None
+        if self._encoder is not None:
+            self._encoder.shutdown()
+            self._encoder = None
         writer.close()
 
     def serialize_label(self, label: PairLabel, stamp_ns: int, frame_id: str) -> bytes:
@@ -246,6 +253,11 @@ class BagRecorder:
     def _compressed_message(self, header: Any, fields: dict[str, Any]) -> bytes:
         message = self._typestore.types[COMPRESSED_IMAGE](header=header, **fields)
         return bytes(self._typestore.serialize_cdr(message, COMPRESSED_IMAGE))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix='jpeg')
+        return self._encoder
 
     def _require_open(self) -> Writer:
         if self._writer is None:
