@@ -322,7 +322,7 @@ def test_bad_intrinsics_raise(detector: RuleDetector, intrinsics: dict[str, floa
         detector(rgb, depth, **intrinsics)
 
 
-@pytest.mark.parametrize('field', ['pit_depth_mm', 'noise_sigmas', 'gap_length_mm'])
+@pytest.mark.parametrize('field', ['pit_depth_mm', 'pit_noise_factor', 'gap_length_mm'])
 def test_config_rejects_non_positive_thresholds(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         RuleConfig(**{field: 0.0})

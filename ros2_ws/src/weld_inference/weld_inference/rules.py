@@ -67,22 +67,25 @@ class RuleConfig:
     toe_fraction: float = 0.1
     # length of the seam stretches the local bead surface and the toe grooves are measured over
     seam_step_mm: float = 2.0
-    # pits and droplets must also stand this many noise deviations out of their smoothed surroundings
-    noise_sigmas: float = 5.0
+    # Depth noise sets how deep a 'pit', how high a 'droplet' and how deep a 'groove' the noise alone
+    # makes on a clean weld (the extremes of many noisy pixels); each defect must exceed its mm floor
+    # and its factor times the frame's depth noise (robust spread of the plate around its plane).
     # --- porosity: pits on the crown
-    pit_depth_mm: float = 0.35
+    pit_depth_mm: float = 0.15
+    pit_noise_factor: float = 2.4
     pit_softness_mm: float = 0.08
     pit_smoothing_px: float = 0.7
     # fraction of the bead half-width around the centre line that is crown
     crown_band_fraction: float = 0.6
     # --- spatter: droplets on the plates
-    droplet_height_mm: float = 0.3
+    droplet_height_mm: float = 0.12
+    droplet_noise_factor: float = 2.2
     droplet_max_diameter_mm: float = 3.0
     droplet_min_area_mm2: float = 0.1
     droplet_smoothing_px: float = 0.8
     # plate strip next to the toes left out of the droplet search (toe ripples, grooves)
-    droplet_toe_clearance_mm: float = 1.5
-    spatter_min_count: float = 2.0
+    droplet_toe_clearance_mm: float = 0.6
+    spatter_min_count: float = 1.0
     spatter_softness: float = 0.6
     # --- gap: missing fill along the seam
     # a seam stretch is unfilled where the crown is below this fraction of the nominal bead height
@@ -91,10 +94,10 @@ class RuleConfig:
     gap_softness_mm: float = 0.8
     # --- undercut: grooves below plate level just outside the toes
     toe_zone_mm: float = 1.5
-    undercut_depth_mm: float = 0.25
+    undercut_depth_mm: float = 0.12
     undercut_softness_mm: float = 0.06
     # ... and at least this multiple of the depth noise (the groove measure's level on clean welds)
-    groove_noise_factor: float = 1.5
+    groove_noise_factor: float = 1.35
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -407,10 +410,10 @@ class RuleDetector:
         reach = int(max(abs(left_toe), abs(right_toe)) + 2.0 * cfg.toe_zone_mm / mm_per_px + 4)
         grid = self._seam_grid(heights, valid, along, offset, reach, max(4.0, cfg.seam_step_mm / mm_per_px))
         centre = (left_toe + right_toe) / 2.0
-        measurements.update(self._pits(heights, grid, along, offset, half_width, centre, mm_per_px))
+        measurements.update(self._pits(heights, grid, along, offset, half_width, centre, noise_mm))
         measurements.update(self._fill(heights, valid, along, offset, half_width, crown_mm, mm_per_px))
         measurements.update(self._grooves(grid, left_toe, right_toe, mm_per_px))
-        measurements.update(self._droplets(heights, valid, offset, left_toe, right_toe, mm_per_px))
+        measurements.update(self._droplets(heights, valid, offset, left_toe, right_toe, mm_per_px, noise_mm))
 
         evidence['porosity'] = _logistic(
             measurements['max_pit_depth_mm'], measurements['pit_threshold_mm'], cfg.pit_softness_mm
@@ -538,7 +541,7 @@ class RuleDetector:
         offset: np.ndarray,
         half_width: float,
         centre: float,
-        mm_per_px: float,
+        noise_mm: float,
     ) -> dict[str, float]:
         cfg = self.config
         local = np.full(heights.shape, np.nan, dtype=np.float32)
@@ -564,7 +567,7 @@ class RuleDetector:
         smooth = _blur(residual, crown.astype(np.float32), cfg.pit_smoothing_px)
         values = smooth[crown]
         noise = 1.4826 * float(np.median(np.abs(values - np.median(values))))
-        threshold = max(cfg.pit_depth_mm, cfg.noise_sigmas * noise)
+        threshold = max(cfg.pit_depth_mm, cfg.pit_noise_factor * noise_mm)
         deep = (smooth < -0.5 * threshold) & crown
         count, labels, _stats, _ = cv2.connectedComponentsWithStats(deep.astype(np.uint8), connectivity=8)
         lowest = np.zeros(count)
@@ -572,7 +575,12 @@ class RuleDetector:
         depths = -lowest[1:]
         pits = int((depths >= threshold).sum())
         deepest = float(depths.max()) if depths.size else 0.0
-        return {'pit_count': float(pits), 'max_pit_depth_mm': deepest, 'pit_threshold_mm': threshold}
+        return {
+            'pit_count': float(pits),
+            'max_pit_depth_mm': deepest,
+            'pit_threshold_mm': threshold,
+            'crown_noise_mm': noise,
+        }
 
     def _fill(
         self,
@@ -627,7 +635,7 @@ class RuleDetector:
                 depths.append(0.0)
                 continue
             groove = np.full(cells.shape[0], np.nan)
-            groove[usable] = np.nanmean(reference[usable], axis=1) - np.nanmin(cells[usable], axis=1)
+            groove[usable] = np.nanmedian(reference[usable], axis=1) - np.nanmin(cells[usable], axis=1)
             # a groove has length: average over neighbouring stretches so one noisy cell is not one
             run = np.convolve(np.nan_to_num(groove), np.ones(3), mode='same')
             runs = np.convolve(np.isfinite(groove).astype(float), np.ones(3), mode='same')
@@ -648,6 +656,7 @@ class RuleDetector:
         left_toe: float,
         right_toe: float,
         mm_per_px: float,
+        noise_mm: float,
     ) -> dict[str, float]:
         cfg = self.config
         clearance = cfg.droplet_toe_clearance_mm / mm_per_px
@@ -659,7 +668,7 @@ class RuleDetector:
         relief = np.where(plate, fine - background, 0)
         values = relief[plate]
         noise = 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size else 0.0
-        threshold = max(cfg.droplet_height_mm, cfg.noise_sigmas * noise)
+        threshold = max(cfg.droplet_height_mm, cfg.droplet_noise_factor * noise_mm)
         raised = (relief > 0.5 * threshold) & plate
         count, labels, stats, _ = cv2.connectedComponentsWithStats(raised.astype(np.uint8), connectivity=8)
         min_area = cfg.droplet_min_area_mm2 / (mm_per_px * mm_per_px)
@@ -669,10 +678,13 @@ class RuleDetector:
         areas = stats[:, cv2.CC_STAT_AREA]
         blobs = (areas >= min_area) & (areas <= max_area)
         blobs[0] = False
-        droplets = int((peaks[blobs] >= threshold).sum())
+        ranked = np.sort(peaks[blobs])[::-1]
+        droplets = int((ranked >= threshold).sum())
         highest = float(peaks[blobs].max()) if blobs.any() else 0.0
         return {
             'spatter_count': float(droplets),
             'max_droplet_height_mm': highest,
             'droplet_threshold_mm': threshold,
+            'droplet_noise_mm': noise,
+            'second_droplet_height_mm': float(ranked[1]) if ranked.size > 1 else 0.0,
         }
