@@ -200,6 +200,7 @@ class SceneRenderer:
         albedo = np.ones((n_v, n_u), np.float32)
         albedo[r0:r1] = bead_albedo
 
+        self._stamp_islands(scene, albedo, meander, u0, v0)
         truth_defects: list[dict] = []
         self._stamp_pits(scene, h, metal, albedo, meander, u0, v0, truth_defects)
         self._stamp_droplets(scene, h, metal, albedo, meander, u0, v0, truth_defects)
@@ -211,7 +212,7 @@ class SceneRenderer:
             scene.tint_noise, (across_small.shape[1], across_small.shape[0]), interpolation=cv2.INTER_CUBIC
         )
         distance = (np.abs(across_small) - half_width[None, ::step]) * (255.0 / scene.tint_width_mm)
-        distance += (0.1 * 255.0) * tint_noise
+        distance += (0.07 * 255.0) * tint_noise
         index = cv2.convertScaleAbs(np.maximum(distance, 0.0))
         lut = np.clip((1.0 + scene.tint_strength * (self.tint_lut - 1.0)) * _TINT_SCALE, 0, 255)
         tint = cv2.LUT(cv2.merge([index, index, index]), lut.astype(np.uint8).reshape(1, 256, 3))
@@ -243,6 +244,23 @@ class SceneRenderer:
         c, s = math.cos(scene.seam_angle_rad), math.sin(scene.seam_angle_rad)
         u, v = col - u0, row - v0
         return scene.seam_point_px[0] + u * c - v * s, scene.seam_point_px[1] + u * s + v * c
+
+    def _stamp_islands(
+        self, scene: SceneParams, albedo: np.ndarray, meander: np.ndarray, u0: int, v0: int
+    ) -> None:
+        mmpp = scene.mm_per_px
+        for island in scene.islands:
+            col = u0 + island.u_mm / mmpp
+            row = v0 + (island.v_mm + meander[int(np.clip(round(col), 0, len(meander) - 1))]) / mmpp
+            half_u, half_v = island.length_mm / (2 * mmpp), island.width_mm / (2 * mmpp)
+            r0, r1 = max(0, int(row - half_v) - 1), min(albedo.shape[0], int(row + half_v) + 2)
+            c0, c1 = max(0, int(col - half_u) - 1), min(albedo.shape[1], int(col + half_u) + 2)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            rr, cc = np.ogrid[r0:r1, c0:c1]
+            inside = 1.0 - ((cc - col) / max(half_u, 0.5)) ** 2 - ((rr - row) / max(half_v, 0.5)) ** 2
+            patch = np.clip(inside * 3.0, 0.0, 1.0).astype(np.float32)
+            albedo[r0:r1, c0:c1] *= 1.0 - island.darkness * patch
 
     def _stamp_pits(
         self,
@@ -292,7 +310,7 @@ class SceneRenderer:
             h[sl] += drop.height_mm * dome
             inside = mask > 0
             metal[sl] = np.maximum(metal[sl], np.clip(mask * 4.0, 0, 1))
-            albedo[sl] = np.where(inside, 1.0 - 0.55 * drop.darkness, albedo[sl])
+            albedo[sl] = np.where(inside, 1.0 - 0.75 * drop.darkness, albedo[sl])
             x, y = self._to_image(scene, col, row, u0, v0)
             truth.append(
                 {'kind': 'droplet', 'x_px': x, 'y_px': y, 'radius_px': radius, 'height_mm': drop.height_mm}
@@ -356,8 +374,17 @@ class SceneRenderer:
         plate = self.textures[scene.texture_index][oy : oy + height, ox : ox + width]
         if scene.texture_flip in (-1, 0, 1):
             plate = cv2.flip(plate, scene.texture_flip)
-        if scene.scratches:
+        if scene.scratches or scene.specks:
             marks = np.ones((height, width), np.float32)
+            for speck in scene.specks:
+                cv2.circle(
+                    marks,
+                    (round(speck.x_px), round(speck.y_px)),
+                    max(1, round(speck.radius_px)),
+                    1.0 + speck.contrast,
+                    -1,
+                    cv2.LINE_AA,
+                )
             for scratch in scene.scratches:
                 cv2.line(
                     marks,

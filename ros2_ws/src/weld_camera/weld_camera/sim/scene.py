@@ -39,7 +39,7 @@ class Droplet:
     v_mm: float  # across, from the bead centre line
     radius_mm: float
     height_mm: float
-    darkness: float  # oxide colour of the droplet, 0 (bright) .. 1 (dark)
+    darkness: float  # oxide colour of the droplet, < 0 brighter than the bead .. 1 dark
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,27 @@ class UndercutDefect:
     depth_mm: float  # below the plate surface
     width_mm: float
     both_sides: bool
+
+
+@dataclass(frozen=True)
+class Speck:
+    """Flat debris on the plate (dust, grinding grit, paint): colour only, no height."""
+
+    x_px: float
+    y_px: float
+    radius_px: float
+    contrast: float  # multiplies the albedo by 1 + contrast
+
+
+@dataclass(frozen=True)
+class Island:
+    """A flat glassy silicate island on the bead: a dark patch that is not a defect."""
+
+    u_mm: float
+    v_mm: float  # from the bead centre line
+    length_mm: float
+    width_mm: float
+    darkness: float
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,8 @@ class SceneParams:
     stain_strength: float
     stain_rgb: tuple[float, float, float]
     scratches: tuple[Scratch, ...]
+    specks: tuple[Speck, ...]
+    islands: tuple[Island, ...]
     glare: tuple[GlareSpot, ...]
     rgb_noise: float  # sigma in 0..255 units
     rgb_noise_offset: tuple[int, int]
@@ -287,6 +310,27 @@ def sample_scene(
             )
         )
 
+    specks = tuple(
+        Speck(
+            float(rng.uniform(0, width)),
+            float(rng.uniform(0, height)),
+            float(rng.uniform(0.1, 0.45) / (distance_mm / intrinsics.fx)),
+            float(rng.choice([-0.6, -0.4, 0.3])),
+        )
+        for _ in range(int(rng.choice([0, 0, 2, 5, 12])))
+    )
+    island_span = (t_lo * mm_per_px, t_hi * mm_per_px) if t_hi > t_lo else (0.0, 0.0)
+    islands = tuple(
+        Island(
+            float(rng.uniform(*island_span)),
+            float(rng.uniform(-0.4, 0.4) * half_width),
+            float(rng.uniform(0.5, 2.5)),
+            float(rng.uniform(0.3, 1.0)),
+            float(rng.uniform(0.35, 0.65)),
+        )
+        for _ in range(int(rng.choice([0, 0, 0, 1, 2, 3])))
+    )
+
     scene = SceneParams(
         label=label,
         severity=severity,
@@ -301,8 +345,8 @@ def sample_scene(
         bead_height_mm=bead_height,
         profile_power=float(rng.uniform(0.45, 0.9)),
         ripple_pitch_mm=float(rng.uniform(0.9, 1.7)),
-        ripple_amp_mm=float(rng.uniform(0.03, 0.12)),
-        ripple_curvature=float(rng.uniform(0.3, 1.2)),
+        ripple_amp_mm=float(rng.uniform(0.02, 0.07)),
+        ripple_curvature=float(rng.uniform(0.2, 0.8)),
         ripple_direction=int(rng.choice([-1, 1])),
         ripple_jitter=(rng.uniform(0.5, 2.5) * rng.standard_normal(40)).astype(np.float32),
         ripple_strength=np.clip(1.0 + 0.35 * rng.standard_normal(16), 0.3, 1.8).astype(np.float32),
@@ -317,7 +361,7 @@ def sample_scene(
         bead_rgb=bead_rgb,
         tint_width_mm=float(rng.uniform(3.0, MAX_TINT_MM)),
         tint_strength=float(rng.uniform(0.3, 1.0)),
-        tint_noise=rng.standard_normal((10, 64)).astype(np.float32),
+        tint_noise=rng.standard_normal((8, 128)).astype(np.float32),
         light_dir=light_dir,
         light_rgb=(1.0 + light_warm, 1.0, 1.0 - light_warm),
         ambient=float(rng.uniform(0.25, 0.45)),
@@ -338,6 +382,8 @@ def sample_scene(
             float(rng.uniform(0.45, 0.65)),
         ),
         scratches=tuple(scratches),
+        specks=specks,
+        islands=islands,
         glare=tuple(glare),
         rgb_noise=float(rng.uniform(1.5, 5.0)),
         rgb_noise_offset=offset(),
@@ -372,7 +418,7 @@ def _add_defect(scene: SceneParams, rng: np.random.Generator) -> None:
         pits = []
         for _ in range(count):
             u = float(np.clip(cluster_u + rng.normal(0, spread), *scene.visible_u_mm))
-            radius = float(np.clip((0.22 + 0.55 * s) * rng.uniform(0.6, 1.3), 0.18, min(1.1, 0.45 * hw)))
+            radius = float(np.clip((0.3 + 0.5 * s) * rng.uniform(0.7, 1.3), 0.25, min(1.1, 0.45 * hw)))
             pits.append(
                 Pit(
                     u,
@@ -387,7 +433,7 @@ def _add_defect(scene: SceneParams, rng: np.random.Generator) -> None:
         droplets = []
         for _ in range(count):
             side = rng.choice([-1.0, 1.0])
-            radius = float(np.clip((0.18 + 0.45 * s) * rng.lognormal(0.0, 0.35), 0.15, 1.2))
+            radius = float(np.clip((0.2 + 0.45 * s) * rng.lognormal(0.0, 0.35), 0.2, 1.2))
             distance = radius + rng.uniform(0.3, 0.4) + rng.exponential(2.0 + 1.5 * s)
             distance = min(distance, SPATTER_REACH_MM - radius)
             droplets.append(
@@ -396,7 +442,7 @@ def _add_defect(scene: SceneParams, rng: np.random.Generator) -> None:
                     float(side * (hw + distance)),
                     radius,
                     float(radius * rng.uniform(0.6, 0.95)),
-                    float(rng.uniform(0.2, 0.8)),
+                    float(rng.uniform(-0.3, 0.9)),
                 )
             )
         scene.droplets = tuple(droplets)
