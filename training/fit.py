@@ -1,13 +1,15 @@
 """``python -m training.fit``: LightningCLI training with YAML configs from training/configs/.
 
-    python -m training.fit --config training/configs/default.yaml --data.dataset_dir data/weldsim
-    python -m training.fit --config training/configs/resnet18.yaml --data.dataset_dir ... \\
+    python -m training.fit --data.dataset_dir data/weldsim
+    python -m training.fit --config training/configs/resnet18.yaml --data.dataset_dir data/weldsim \\
         --trainer.max_epochs 3            # any option can be overridden on the command line
 
-Without ``--config`` the default config is used. After training, the best checkpoint (highest
-validation macro-recall) is evaluated on the validation and the held-out test sessions and a
-report folder is written next to the logs (``<log_dir>/report``): metrics.json, confusion
-matrices, training curves and misclassified samples. ``fit()`` does the same from Python.
+The default config is always loaded first; ``--config`` files given on the command line (e.g.
+training/configs/resnet18.yaml, rgb_only.yaml, depth_only.yaml) override parts of it.
+After training, the best checkpoint (highest validation macro-recall) is evaluated on the
+validation and the held-out test sessions, and a report folder is written next to the logs
+(``<log_dir>/report``): metrics.json, confusion matrices, training curves and misclassified
+samples. ``fit()`` does the same from Python.
 """
 
 import os
@@ -162,9 +164,8 @@ def _summary(result: FitResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    config = None if any(a == '--config' or a.startswith('--config=') for a in args) else DEFAULT_CONFIG
     try:
-        result = fit(args, config=config)
+        result = fit(args, config=DEFAULT_CONFIG)
     except WeldError as exc:
         print(f'fit: {exc}', file=sys.stderr)
         return 2
