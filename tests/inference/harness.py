@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
-from weld_core.images import array_to_image, depth_m_to_image
+from weld_core.images import array_to_image, compress_depth, compress_rgb, depth_m_to_image
 from weld_core.stamps import ns_to_sec_nanosec, stamp_to_ns
 from weld_interfaces.msg import DefectResult
 
@@ -19,25 +19,36 @@ RELIABLE = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
 STATUS_NAME = 'weld_inference: inference'
 
 
-def image_msg(fields: Any, stamp_ns: int, frame_id: str = 'weld_camera_optical_frame') -> Image:
-    msg = Image(**fields.as_kwargs())
+def image_msg(fields: Any, stamp_ns: int, frame_id: str = 'weld_camera_optical_frame') -> Any:
+    msg = (CompressedImage if hasattr(fields, 'format') else Image)(**fields.as_kwargs())
     msg.header.stamp.sec, msg.header.stamp.nanosec = ns_to_sec_nanosec(stamp_ns)
     msg.header.frame_id = frame_id
     return msg
 
 
 class InferenceHarness:
-    def __init__(self, spinning: Any, rgb: np.ndarray, depth_m: np.ndarray) -> None:
+    def __init__(self, spinning: Any, rgb: np.ndarray, depth_m: np.ndarray, compressed: bool = False) -> None:
         self.spinning = spinning
+        self.compressed = compressed
         node = spinning.node
-        self.rgb_pub = node.create_publisher(Image, '/weld/rgb/image_raw', RELIABLE)
-        self.depth_pub = node.create_publisher(Image, '/weld/depth/image_raw', RELIABLE)
+        if compressed:
+            self.rgb_pub = node.create_publisher(CompressedImage, '/weld/rgb/image_raw/compressed', RELIABLE)
+            self.depth_pub = node.create_publisher(
+                CompressedImage, '/weld/depth/image_raw/compressedDepth', RELIABLE
+            )
+        else:
+            self.rgb_pub = node.create_publisher(Image, '/weld/rgb/image_raw', RELIABLE)
+            self.depth_pub = node.create_publisher(Image, '/weld/depth/image_raw', RELIABLE)
         self._lock = threading.Lock()
         self.results: dict[int, list[DefectResult]] = defaultdict(list)
         self.diagnostics: dict[str, str] = {}
         self.diagnostic_message = ''
-        self.rgb_fields = array_to_image(rgb, 'rgb8')
-        self.depth_fields = depth_m_to_image(depth_m, '32FC1')
+        if compressed:
+            self.rgb_fields = compress_rgb(rgb, 'png')
+            self.depth_fields = compress_depth(depth_m, '32FC1')
+        else:
+            self.rgb_fields = array_to_image(rgb, 'rgb8')
+            self.depth_fields = depth_m_to_image(depth_m, '32FC1')
         node.create_subscription(
             DefectResult,
             '/weld/defects',
@@ -76,7 +87,8 @@ class InferenceHarness:
     ) -> None:
         def holds() -> bool:
             with self._lock:
-                return condition(dict(self.diagnostics))
+                latest = dict(self.diagnostics)
+            return condition(latest)
 
         self.spinning.wait_for(
             holds, timeout_s, f'{what} (last diagnostics {self.diagnostics})\n{process.output}'
@@ -120,6 +132,10 @@ class InferenceHarness:
             if bad:
                 raise AssertionError(f'pairs without exactly one result (stamp: count): {bad}')
             return [self.results[stamp][0] for stamp in stamps]
+
+    def counts(self, stamps: Iterable[int]) -> list[int]:
+        with self._lock:
+            return [len(self.results.get(stamp, [])) for stamp in stamps]
 
     def result_count(self) -> int:
         with self._lock:
