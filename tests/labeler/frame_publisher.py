@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument('--depth-encoding', default='32FC1')
     parser.add_argument('--depth-offset-ns', type=int, default=0, help='stamp depth this much after rgb')
     parser.add_argument('--distinct-frames', type=int, default=6)
+    parser.add_argument('--wait-for-subscribers-s', type=float, default=10.0)
     args = parser.parse_args()
 
     simulator = WeldSimulator(SimConfig(width=args.width, height=args.height, seed=11))
@@ -57,6 +58,13 @@ def main() -> int:
     info.d = [0.0] * 5
     published = 0
     try:
+        deadline = time.monotonic() + args.wait_for_subscribers_s
+        while (
+            time.monotonic() < deadline
+            and min(rgb_pub.get_subscription_count(), depth_pub.get_subscription_count()) < 1
+        ):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the subscriber's side of the match settles too
         period = 1.0 / args.rate_hz
         print('publishing', flush=True)
         start = time.monotonic()

@@ -44,6 +44,7 @@ class LabelerConfig:
     storage: str = 'mcap'
     record_format: str = 'raw'
     jpeg_quality: int = 90
+    depth_png_level: int = 0
     record_all_pairs: bool = False
     auto_start_session: bool = True
     max_capture_count: int = 100
@@ -275,6 +276,7 @@ class Labeler:
                 self.config.storage,
                 self.config.record_format,
                 self.config.jpeg_quality,
+                self.config.depth_png_level,
             )
             info.frame_topic = next(iter(recorder.bag_topics))
             recorder.open()

@@ -96,6 +96,7 @@ class BagRecorder:
         storage: str = 'mcap',
         record_format: str = 'raw',
         jpeg_quality: int = 90,
+        depth_png_level: int = 0,
     ) -> None:
         if storage not in STORAGES:
             raise RecorderError(f'storage must be one of {", ".join(STORAGES)}, got {storage!r}')
@@ -109,7 +110,10 @@ class BagRecorder:
         self.topics = topics or RecordTopics()
         self.storage = storage
         self.record_format = record_format
+        if not 0 <= int(depth_png_level) <= 9:
+            raise RecorderError(f'depth_png_level must be 0..9, got {depth_png_level}')
         self.jpeg_quality = int(jpeg_quality)
+        self.depth_png_level = int(depth_png_level)
         self.pairs_written = 0
         self.labels_written = 0
         self.bytes_written = 0
@@ -241,7 +245,7 @@ class BagRecorder:
     def _compress_depth(self, depth_cdr: bytes | memoryview) -> bytes:
         image = self._deserialize_image(depth_cdr)
         encoding = '16UC1' if image.encoding in _DEPTH_MM_ENCODINGS else '32FC1'
-        fields = compress_depth(depth_m_from_msg(image), encoding)
+        fields = compress_depth(depth_m_from_msg(image), encoding, png_level=self.depth_png_level)
         return self._compressed_message(image.header, fields.as_kwargs(numpy_data=True))
 
     def _deserialize_image(self, data: bytes | memoryview) -> Any:
