@@ -317,3 +317,31 @@ def test_continuous_mode_with_all_pairs_recorded(ros_node: Any, spawn_node: Any,
     assert 10 <= len(labels) < len(stamps[RGB]) and {m.label for m in labels} == {'undercut'}
     assert set(stamp_to_ns(m.header.stamp) for m in labels) <= set(stamps[RGB])
     assert started.success and labeler.stop() == 0, labeler.output
+
+
+def test_pairs_within_the_slop_over_reliable_qos_are_labelled_with_the_rgb_stamp(
+    ros_node: Any, spawn_node: Any, tmp_path: Path
+) -> None:
+    """Another driver: depth stamped 4 ms after rgb, 16UC1; the labeler subscribes RELIABLE."""
+    publisher = [
+        '-m', 'tests.labeler.frame_publisher', '--rate-hz', '20', '--width', '64', '--height', '48',
+        '--depth-offset-ns', '4000000', '--depth-encoding', '16UC1', '--distinct-frames', '2',
+    ]  # fmt: skip
+    spawn_node(publisher, name='publisher')
+    labeler = spawn_node(
+        labeler_args(tmp_path, 'image_qos_reliability:=reliable', 'pair_slop_ms:=6.0'), name='labeler'
+    )
+    answer = call(ros_node, Capture, '/weld_labeler/capture', Capture.Request(label='gap', count=3, note='n'))
+    assert answer.success and answer.captured == 3, answer.message + labeler.output
+    stopped = call(ros_node, StopSession, '/weld_labeler/stop_session', StopSession.Request())
+    store = weld_typestore()
+    with Reader(Path(stopped.bag_path)) as reader:
+        found = {c.topic: [] for c in reader.connections}
+        for connection, timestamp, data in reader.messages():
+            found[connection.topic].append((timestamp, store.deserialize_cdr(data, connection.msgtype)))
+    rgb = [stamp_to_ns(m.header.stamp) for _, m in found[RGB]]
+    depth = [stamp_to_ns(m.header.stamp) for _, m in found[DEPTH]]
+    assert [d - r for r, d in zip(rgb, depth, strict=True)] == [4_000_000] * 3
+    assert [stamp_to_ns(m.header.stamp) for _, m in found['/weld/labels']] == rgb
+    assert found[DEPTH][0][1].encoding == '16UC1'
+    assert labeler.stop() == 0, labeler.output

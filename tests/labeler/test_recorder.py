@@ -208,3 +208,19 @@ def test_label_serialisation_matches_the_typestore(tmp_path: Path) -> None:
         'cam',
     )
     assert message.header.stamp.sec * 10**9 + message.header.stamp.nanosec == stamp_of(9)
+
+
+def test_depth_png_level_trades_size_for_time_not_values(tmp_path: Path) -> None:
+    sizes = {}
+    for level in (0, 1):
+        recorder = BagRecorder(tmp_path / f'bag{level}', record_format='compressed', depth_png_level=level)
+        recorder.open()
+        prepared = recorder.prepare_pair(rgb_cdr(1), depth_cdr(1), stamp_of(1), FRAME_ID)
+        recorder.write(prepared)
+        recorder.close()
+        ((_, depth_msg),) = read_bag(tmp_path / f'bag{level}')['/weld/depth/image_raw/compressedDepth']
+        np.testing.assert_allclose(depth_m_from_msg(depth_msg), depth_array(1), atol=1e-3)
+        sizes[level] = len(depth_msg.data)
+    assert sizes[1] < sizes[0]
+    with pytest.raises(RecorderError, match='depth_png_level'):
+        BagRecorder(tmp_path / 'x', depth_png_level=10)
