@@ -11,6 +11,7 @@ most every few seconds, and get no result. Pairs replaced in the latest-frame sl
 took them are counted as ``skipped`` and get no result either.
 """
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +19,14 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from weld_core.classes import DEFAULT_CLASSES, check_class_list
-from weld_core.errors import ImageFormatError
+from weld_core.errors import ImageFormatError, WeldError
 from weld_core.images import depth_m_from_msg, rgb_from_msg
 from weld_core.pairing import FramePair, FramePairer
 from weld_core.stamps import stamp_to_ns
@@ -64,6 +66,141 @@ def _float_range(low: float, high: float) -> dict[str, list[FloatingPointRange]]
 
 def _int_range(low: int, high: int) -> dict[str, list[IntegerRange]]:
     return {'integer_range': [IntegerRange(from_value=low, to_value=high, step=1)]}
+
+
+def parameter_declarations() -> list[tuple[str, Any, ParameterDescriptor]]:
+    """Every parameter of the node: (name, default, descriptor); config/weld_inference.yaml mirrors it."""
+    string, double, integer = (
+        ParameterType.PARAMETER_STRING,
+        ParameterType.PARAMETER_DOUBLE,
+        ParameterType.PARAMETER_INTEGER,
+    )
+    boolean, strings = ParameterType.PARAMETER_BOOL, ParameterType.PARAMETER_STRING_ARRAY
+    declared: list[tuple[str, Any, ParameterDescriptor]] = [
+        (
+            'models_dir',
+            '/opt/weldvision/models/',
+            _descriptor(
+                string,
+                'Folder of *.onnx models; the newest valid file runs (touch one to select it). A '
+                'new file is validated and swapped in without a restart; an invalid one is rejected and '
+                'the running model stays; deleting the running file withdraws it (next valid model, else '
+                'the rules). Optional <model>.onnx.sha256 sidecar is checked.',
+            ),
+        ),
+        (
+            'model_poll_interval_s',
+            2.0,
+            _descriptor(
+                double,
+                'How often the models folder is checked for changes; 0 checks only at start-up.',
+                **_float_range(0.0, 3600.0),
+            ),
+        ),
+        ('rgb_topic', '/weld/rgb/image_raw', _descriptor(string, 'Colour image topic (rgb8/bgr8).')),
+        (
+            'depth_topic',
+            '/weld/depth/image_raw',
+            _descriptor(
+                string, 'Depth image topic registered to the colour image (32FC1 m, 16UC1/mono16 mm).'
+            ),
+        ),
+        (
+            'camera_info_topic',
+            '/weld/rgb/camera_info',
+            _descriptor(
+                string,
+                'Intrinsics for the rules (mm measurements); without it the rules use their defaults.',
+            ),
+        ),
+        (
+            'image_transport',
+            'raw',
+            _descriptor(
+                string, "'raw' (Image) or 'compressed' (<rgb>/compressed and <depth>/compressedDepth)."
+            ),
+        ),
+        (
+            'image_qos_reliable',
+            False,
+            _descriptor(boolean, 'Subscribe to images RELIABLE instead of sensor-data BEST_EFFORT.'),
+        ),
+        (
+            'defects_topic',
+            '/weld/defects',
+            _descriptor(string, 'DefectResult output, one per handled pair.'),
+        ),
+        (
+            'measurements_topic',
+            '/weld/rule_measurements',
+            _descriptor(
+                string,
+                "DiagnosticArray with the rules' measurements (mm) of each pair they measured, "
+                'stamped like the pair.',
+            ),
+        ),
+        (
+            'slop_ms',
+            15.0,
+            _descriptor(
+                double, 'Largest rgb/depth stamp difference still paired.', **_float_range(0.0, 1000.0)
+            ),
+        ),
+        (
+            'max_rate_hz',
+            10.0,
+            _descriptor(
+                double,
+                'Most pairs classified per second; newer pairs replace waiting ones (counted as '
+                'skipped). 0 = as fast as inference goes.',
+                **_float_range(0.0, 1000.0),
+            ),
+        ),
+        (
+            'ort_intra_op_num_threads',
+            2,
+            _descriptor(integer, 'ONNX Runtime threads inside one operator.', **_int_range(1, 64)),
+        ),
+        (
+            'ort_inter_op_num_threads',
+            1,
+            _descriptor(
+                integer,
+                'ONNX Runtime threads across operators (>1 runs the graph in parallel mode).',
+                **_int_range(1, 64),
+            ),
+        ),
+        (
+            'model_budget_ms',
+            250.0,
+            _descriptor(
+                double,
+                'Longest a model call (preprocessing included) may take; past it the call is '
+                'cancelled and the rules answer that pair.',
+                **_float_range(1.0, 60000.0),
+            ),
+        ),
+        (
+            'class_names',
+            list(DEFAULT_CLASSES),
+            _descriptor(strings, 'Classes the rules answer with (a model uses the list in its metadata).'),
+        ),
+        (
+            'rules_on_every_pair',
+            False,
+            _descriptor(
+                boolean,
+                'Also run the rules after a model answer (off the latency path) to publish their '
+                'measurements for every pair.',
+            ),
+        ),
+        (
+            'diagnostics_period_s',
+            1.0,
+            _descriptor(double, 'Period of /diagnostics.', **_float_range(0.1, 60.0)),
+        ),
+    ]
+    return declared
 
 
 class InferenceNode(Node):
@@ -117,140 +254,8 @@ class InferenceNode(Node):
         )
 
     def _declare_parameters(self) -> dict[str, Any]:
-        string, double, integer = (
-            ParameterType.PARAMETER_STRING,
-            ParameterType.PARAMETER_DOUBLE,
-            ParameterType.PARAMETER_INTEGER,
-        )
-        boolean, strings = ParameterType.PARAMETER_BOOL, ParameterType.PARAMETER_STRING_ARRAY
-        declared: list[tuple[str, Any, ParameterDescriptor]] = [
-            (
-                'models_dir',
-                '/opt/weldvision/models/',
-                _descriptor(
-                    string,
-                    'Folder of *.onnx models; the newest valid file runs (touch one to select it). A '
-                    'new file is validated and swapped in without a restart; an invalid one is rejected and '
-                    'the running model stays; deleting the running file withdraws it (next valid model, else '
-                    'the rules). Optional <model>.onnx.sha256 sidecar is checked.',
-                ),
-            ),
-            (
-                'model_poll_interval_s',
-                2.0,
-                _descriptor(
-                    double,
-                    'How often the models folder is checked for changes; 0 checks only at start-up.',
-                    **_float_range(0.0, 3600.0),
-                ),
-            ),
-            ('rgb_topic', '/weld/rgb/image_raw', _descriptor(string, 'Colour image topic (rgb8/bgr8).')),
-            (
-                'depth_topic',
-                '/weld/depth/image_raw',
-                _descriptor(
-                    string, 'Depth image topic registered to the colour image (32FC1 m, 16UC1/mono16 mm).'
-                ),
-            ),
-            (
-                'camera_info_topic',
-                '/weld/rgb/camera_info',
-                _descriptor(
-                    string,
-                    'Intrinsics for the rules (mm measurements); without it the rules use their defaults.',
-                ),
-            ),
-            (
-                'image_transport',
-                'raw',
-                _descriptor(
-                    string, "'raw' (Image) or 'compressed' (<rgb>/compressed and <depth>/compressedDepth)."
-                ),
-            ),
-            (
-                'image_qos_reliable',
-                False,
-                _descriptor(boolean, 'Subscribe to images RELIABLE instead of sensor-data BEST_EFFORT.'),
-            ),
-            (
-                'defects_topic',
-                '/weld/defects',
-                _descriptor(string, 'DefectResult output, one per handled pair.'),
-            ),
-            (
-                'measurements_topic',
-                '/weld/rule_measurements',
-                _descriptor(
-                    string,
-                    "DiagnosticArray with the rules' measurements (mm) of each pair they measured, "
-                    'stamped like the pair.',
-                ),
-            ),
-            (
-                'slop_ms',
-                15.0,
-                _descriptor(
-                    double, 'Largest rgb/depth stamp difference still paired.', **_float_range(0.0, 1000.0)
-                ),
-            ),
-            (
-                'max_rate_hz',
-                10.0,
-                _descriptor(
-                    double,
-                    'Most pairs classified per second; newer pairs replace waiting ones (counted as '
-                    'skipped). 0 = as fast as inference goes.',
-                    **_float_range(0.0, 1000.0),
-                ),
-            ),
-            (
-                'ort_intra_op_num_threads',
-                2,
-                _descriptor(integer, 'ONNX Runtime threads inside one operator.', **_int_range(1, 64)),
-            ),
-            (
-                'ort_inter_op_num_threads',
-                1,
-                _descriptor(
-                    integer,
-                    'ONNX Runtime threads across operators (>1 runs the graph in parallel mode).',
-                    **_int_range(1, 64),
-                ),
-            ),
-            (
-                'model_budget_ms',
-                250.0,
-                _descriptor(
-                    double,
-                    'Longest a model call (preprocessing included) may take; past it the call is '
-                    'cancelled and the rules answer that pair.',
-                    **_float_range(1.0, 60000.0),
-                ),
-            ),
-            (
-                'class_names',
-                list(DEFAULT_CLASSES),
-                _descriptor(
-                    strings, 'Classes the rules answer with (a model uses the list in its metadata).'
-                ),
-            ),
-            (
-                'rules_on_every_pair',
-                False,
-                _descriptor(
-                    boolean,
-                    'Also run the rules after a model answer (off the latency path) to publish their '
-                    'measurements for every pair.',
-                ),
-            ),
-            (
-                'diagnostics_period_s',
-                1.0,
-                _descriptor(double, 'Period of /diagnostics.', **_float_range(0.1, 60.0)),
-            ),
-        ]
         values: dict[str, Any] = {}
-        for name, default, descriptor in declared:
+        for name, default, descriptor in parameter_declarations():
             values[name] = self.declare_parameter(name, default, descriptor).value
         if values['image_transport'] not in ('raw', 'compressed'):
             raise ValueError(
@@ -418,12 +423,17 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     node: InferenceNode | None = None
     executor = SingleThreadedExecutor()
+    exit_code = 0
     try:
         node = InferenceNode()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ParameterException, WeldError, ValueError) as exc:
+        # a bad parameter is the operator's to fix: one line saying which, not a traceback
+        print(f'weld_inference: cannot start: {type(exc).__name__}: {exc}', file=sys.stderr)
+        exit_code = 2
     finally:
         if node is not None:
             node.close()
@@ -431,6 +441,8 @@ def main(args: list[str] | None = None) -> None:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    if exit_code:
+        sys.exit(exit_code)
 
 
 if __name__ == '__main__':
