@@ -248,3 +248,19 @@ def test_unfinished_session_is_recovered_at_start(tmp_path: Path) -> None:
     rgb, labels = bag_labels(bag)
     assert len(rgb) == 4 and [s for s, _ in labels] == rgb
     assert restarted.export(session.session_id, str(tmp_path / 'out')).exists()
+
+
+def test_a_bag_killed_before_its_session_file_is_still_recovered(tmp_path: Path) -> None:
+    labeler, _ = make_labeler(tmp_path)
+    session = labeler.start_session(SessionInfo(session_id='', name='early'))
+    with Feeder(labeler):
+        capture(labeler, 'good', 2)
+    labeler._recorder = None
+    labeler.session = None
+    bag = labeler.store.bag_path(session.session_id)
+    (bag / 'session.yaml').unlink()
+
+    make_labeler(tmp_path)
+    info = SessionStore(tmp_path / 'sessions').read_info(session.session_id)
+    assert info.state == RECOVERED and info.pairs_recorded == 2 and info.label_counts == {'good': 2}
+    assert len(bag_labels(bag)[0]) == 2

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from weld_core.bag_types import DEFECT_LABEL, weld_typestore
+from weld_core.bag_types import COMPRESSED_IMAGE, DEFECT_LABEL, IMAGE, weld_typestore
 from weld_labeler.errors import SessionError
 from weld_labeler.recovery import (
     BagMessage,
@@ -158,6 +158,14 @@ class SessionStore:
         if not self.folder.is_dir():
             return []
         notes = finish_interrupted_recoveries(self.folder)
+        for entry in sorted(self.folder.iterdir()):
+            # killed between creating the bag and writing session.yaml: the bag is all there is
+            if (
+                not entry.name.startswith('.')
+                and needs_recovery(entry)
+                and not (entry / SESSION_FILE).exists()
+            ):
+                self.write_info(SessionInfo(session_id=entry.name, started_ns=_last_write_ns(entry)))
         for info in list(self.unfinished()):
             bag = self.bag_path(info.session_id)
             if not needs_recovery(bag):
@@ -222,13 +230,15 @@ class BagCounts:
 
 
 def count_labels(bag_dir: Path, frame_topic: str) -> BagCounts:
-    """Pairs (messages on ``frame_topic``) and labels readable in a bag, finished or not."""
+    """Pairs (messages on ``frame_topic``; '' = the first image topic) and labels readable in a bag."""
     typestore = weld_typestore()
     counts = BagCounts()
     topics: dict[str, str] = {}
     for item in iter_unfinished_bag(bag_dir, counts.report):
         if not isinstance(item, BagMessage):
             topics[item.topic] = item.msgtype
+            if not frame_topic and item.msgtype in (IMAGE, COMPRESSED_IMAGE):
+                frame_topic = item.topic  # the recorder registers the rgb frames first
             continue
         if topics.get(item.topic) == DEFECT_LABEL:
             label = typestore.deserialize_cdr(bytes(item.data), DEFECT_LABEL).label
