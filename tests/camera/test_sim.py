@@ -134,3 +134,21 @@ def test_depth_is_physically_plausible(small_sim: WeldSimulator) -> None:
     assert sum(fraction > 0 for fraction in dropouts) >= 12
     # the crown stands the bead's height above the plate (less sensor blur and meander)
     assert min(bead_ratios) > 0.6 and max(bead_ratios) < 1.3
+
+
+def test_good_frames_carry_nuisances(small_sim: WeldSimulator) -> None:
+    """Glare spots show up in good frames too: saturated colour and no depth under them."""
+    with_glare = 0
+    for index in range(20):
+        frame = small_sim.render(index, label='good')
+        spots = [
+            spot
+            for spot in frame.truth['glare']
+            if 2 <= spot['x_px'] < frame.rgb.shape[1] - 2 and 2 <= spot['y_px'] < frame.rgb.shape[0] - 2
+        ]
+        with_glare += bool(spots)
+        for spot in spots:
+            x, y = round(spot['x_px']), round(spot['y_px'])
+            assert frame.rgb[y, x].min() >= 240
+            assert frame.depth_m[y - 1 : y + 2, x - 1 : x + 2].max() == 0.0
+    assert 3 <= with_glare <= 17

@@ -433,6 +433,9 @@ class SceneRenderer:
             'bead_height_mm': scene.bead_height_mm,
             'seam_centre_px': self._centre_line(scene, meander, u0),
             'defects': band['defects'],
+            'glare': [
+                {'x_px': spot.x_px, 'y_px': spot.y_px, 'radius_px': spot.radius_px} for spot in scene.glare
+            ],
         }
         truth['defects'] += self._segment_truth(scene, u0, v0, meander, band)
         return RenderedFrame(rgb_u8, depth_m, h, truth)

@@ -11,7 +11,18 @@ from weld_camera.sim.scene import draw_label, frame_rng, sample_scene
 
 @dataclass(frozen=True)
 class SimFrame:
-    """One rendered frame pair and its ground truth."""
+    """One rendered frame pair and its ground truth.
+
+    ``truth`` holds the geometry behind the pixels: ``mm_per_px``, ``distance_m`` (camera to plate
+    at the image centre), ``seam_point_px`` and ``seam_angle_deg`` (the straight seam line),
+    ``seam_centre_px`` (Nx2 float32 points of the bead's actual centre line, meander and bend
+    included), ``bead_half_width_mm``, ``bead_height_mm`` and ``defects``: a list of dicts with
+    ``kind`` 'pit' or 'droplet' (``x_px``, ``y_px``, ``radius_px``, ``depth_mm``/``height_mm``),
+    'gap' (``start_px``, ``end_px``, ``length_mm``, ``height_factor``) or 'undercut' (``start_px``,
+    ``end_px``, ``length_mm``, ``side`` +1/-1 across the seam line, ``both_sides``, ``depth_mm``,
+    ``width_mm``). ``glare`` lists the glare spots (``x_px``, ``y_px``, ``radius_px``): nuisances,
+    not defects.
+    """
 
     index: int
     rgb: np.ndarray  # HxWx3 uint8, RGB order
