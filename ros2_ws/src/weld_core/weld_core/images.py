@@ -301,7 +301,11 @@ def compress_depth(
         header = _DEPTH_HEADER.pack(_INV_DEPTH_FORMAT, 0.0, 0.0)
     else:
         raise ImageFormatError(f'compressedDepth encoding must be 32FC1 or 16UC1, got {encoding!r}')
-    ok, buffer = cv2.imencode('.png', packed, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
+    params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+    if png_level == 0 and hasattr(cv2, 'IMWRITE_PNG_FILTER'):
+        # row filters only help deflate; a stored PNG skips them (about ten times faster)
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    ok, buffer = cv2.imencode('.png', packed, params)
     if not ok:
         raise ImageFormatError(f'OpenCV could not encode a {depth.shape} depth image as PNG')
     return CompressedFields(format=f'{encoding}; compressedDepth png', data=header + buffer.tobytes())
