@@ -21,7 +21,6 @@ weights: the cost does not depend on them) exported here with the contract metad
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,32 +112,41 @@ def bench_model(path: Path, frames: list, threads: int, calls: int) -> dict[str,
     tensors = [runner.preprocess(rgb, depth) for rgb, depth in frames]
     for tensor in tensors:
         runner.run_tensor(tensor)
-    raw, pre, both = [], [], []
+    raw, pre, both, pre_cpu = [], [], [], []
     for index in range(calls):
         rgb, depth = frames[index % len(frames)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         tensor = runner.preprocess(rgb, depth)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         runner.session.run([runner.output_name], {runner.info.input_name: tensor})
         t2 = time.perf_counter()
         pre.append((t1 - t0) * 1e3)
+        pre_cpu.append((c1 - c0) * 1e3)
         raw.append((t2 - t1) * 1e3)
         both.append((t2 - t0) * 1e3)
-    return {'raw': raw, 'preprocess': pre, 'both': both, 'model_id': [runner.model_id]}  # type: ignore[dict-item]
+    return {
+        'raw': raw,
+        'preprocess': pre,
+        'preprocess_cpu': pre_cpu,
+        'both': both,
+        'model_id': [runner.model_id],
+    }  # type: ignore[dict-item]
 
 
-def bench_rules(frames: list, calls: int) -> list[float]:
+def bench_rules(frames: list, calls: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (this thread) ms per pair of the rule detector."""
     from weld_inference.rules import RuleDetector
 
     detector = RuleDetector()
     detector(*frames[0])
-    times = []
+    wall, cpu = [], []
     for index in range(calls):
         rgb, depth = frames[index % len(frames)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         detector(rgb, depth)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return wall, cpu
 
 
 class Driver:
@@ -243,7 +251,8 @@ def run_node_phase(
     cpu_before = sum(process.cpu_times()[:2])
     wall_before = time.perf_counter()
     stamps = driver.run(rate_hz, seconds, first_stamp_s)
-    cpu = (sum(process.cpu_times()[:2]) - cpu_before) / (time.perf_counter() - wall_before)
+    seconds_run = time.perf_counter() - wall_before
+    cpu = (sum(process.cpu_times()[:2]) - cpu_before) / seconds_run
     time.sleep(1.2)  # one more /diagnostics
     with driver.lock:
         answered = [driver.results[s] for s in stamps if s in driver.results]
@@ -256,6 +265,7 @@ def run_node_phase(
         'node_ms': [a[0] for a in answered],
         'e2e_ms': [a[1] for a in answered],
         'cpu_pct': 100.0 * cpu,
+        'cpu_ms_per_pair': 1e3 * cpu * seconds_run / max(len(answered), 1),
         'sources': ','.join(sorted(sources)),
     }
 
@@ -291,12 +301,13 @@ def main() -> int:
         )
         print(f'  raw ONNX Runtime call      {percentiles(timings["raw"])}')
         print(f'  preprocessing (VGA pair)   {percentiles(timings["preprocess"])}')
+        print(f'    its CPU time (1 thread)  {percentiles(timings["preprocess_cpu"])}')
         print(f'  preprocessing + call       {percentiles(timings["both"])}')
-        rules_vga = bench_rules(frames, args.calls // 2)
-        rules_qvga = bench_rules(sim_frames(4, 320, 240), args.calls // 2)
-        print('\nrules per pair, ms:')
-        print(f'  640x480                    {percentiles(rules_vga)}')
-        print(f'  320x240                    {percentiles(rules_qvga)}')
+        rules_vga, rules_vga_cpu = bench_rules(frames, args.calls // 2)
+        rules_qvga, rules_qvga_cpu = bench_rules(sim_frames(4, 320, 240), args.calls // 2)
+        print('\nrules per pair, ms (wall; CPU of the thread):')
+        print(f'  640x480                    {percentiles(rules_vga)};  CPU {percentiles(rules_vga_cpu)}')
+        print(f'  320x240                    {percentiles(rules_qvga)};  CPU {percentiles(rules_qvga_cpu)}')
 
         phases = [('model', 10.0), ('model', 30.0), ('rules only', 10.0)]
         rows = []
@@ -346,23 +357,32 @@ def main() -> int:
             print(
                 f'  {what:10s} {rate:4.0f} Hz: delivered {r["answered"]}/{r["sent"]} '
                 f'({100.0 * r["answered"] / max(r["sent"], 1):.1f} %), skipped {r["skipped"]}, '
-                f'node CPU {r["cpu_pct"]:.0f} % of a core, source {r["sources"]}'
+                f'node CPU {r["cpu_pct"]:.0f} % of a core ({r["cpu_ms_per_pair"]:.1f} ms per answered pair), '
+                f'source {r["sources"]}'
             )
             print(f'      receive->publish (node)  {percentiles(r["node_ms"])}')
             print(f'      publish->receive (here)  {percentiles(r["e2e_ms"])}')
-        print('\ntarget: node p95 <= 1.2 x raw call p95 + 2 ms, no unanswered pair')
+        both_p95 = float(np.percentile(timings['both'], 95))
+        print('\ntarget: node p95 <= 1.2 x raw call p95 + 2 ms, and no unanswered pair at the rate')
+        print('  (the node also preprocesses, so it is checked against the direct runtime path too:')
+        print('   preprocessing + call in a plain loop; the difference is what the node itself adds)')
         for what, rate, r in rows:
             if what != 'model':
                 continue
             p95 = float(np.percentile(r['node_ms'], 95)) if r['node_ms'] else float('nan')
-            limit = 1.2 * raw_p95 + 2.0
-            latency_met = 'met' if p95 <= limit else 'NOT met'
-            delivery_met = 'met' if r['sent'] == r['answered'] else 'NOT met'
+            unanswered = r['sent'] - r['answered']
+            for label, reference in (('raw call', raw_p95), ('preprocessing + call', both_p95)):
+                limit = 1.2 * reference + 2.0
+                verdict = 'met' if p95 <= limit else 'NOT met'
+                print(
+                    f'  {rate:4.0f} Hz vs {label:21s}: node p95 {p95:7.2f} ms, '
+                    f'limit {limit:7.2f} ms -> {verdict}'
+                )
             print(
-                f'  {rate:4.0f} Hz: p95 {p95:.2f} ms vs {limit:.2f} ms -> {latency_met}; '
-                f'unanswered {r["sent"] - r["answered"]} -> {delivery_met}'
+                f'  {rate:4.0f} Hz unanswered pairs: {unanswered} -> '
+                f'{"met" if unanswered == 0 else "NOT met"}'
             )
-        print(f'  (preprocessing of a VGA pair alone: p50 {statistics.median(timings["preprocess"]):.2f} ms)')
+        print(f'\nmachine load average at the end: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)')
     return 0
 
 
