@@ -14,6 +14,8 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 
 from weld_core.preprocess import RGB_CHANNELS, Preprocessor
 
+SURFACE_CHANNELS = ('height', 'relief', 'relief_min', 'relief_max')
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -37,14 +39,12 @@ class BatchAugmenter:
         self.config = config
         channels = preprocessor.channels
         self.rgb = [i for i, name in enumerate(channels) if name in RGB_CHANNELS]
-        self.height = channels.index('height') if 'height' in channels else None
-        self.relief = channels.index('relief') if 'relief' in channels else None
+        self.surface = [i for i, name in enumerate(channels) if name in SURFACE_CHANNELS]
         self.valid = channels.index('valid') if 'valid' in channels else None
         norm = preprocessor.normalization
         self.rgb_std = [norm[channels[i]][1] for i in self.rgb]
         self.rgb_mean = [norm[channels[i]][0] for i in self.rgb]
-        self.height_norm = norm.get('height', (0.0, 1.0))
-        self.relief_norm = norm.get('relief', (0.0, 1.0))
+        self.surface_norm = [norm[channels[i]] for i in self.surface]
         self.valid_norm = norm.get('valid', (0.0, 1.0))
 
     def _uniform(self, batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class BatchAugmenter:
             x = self._affine(x)
         if self.rgb:
             x = self._photometric(x)
-        if self.height is not None or self.relief is not None:
+        if self.surface:
             x = self._depth(x)
         return x
 
@@ -120,12 +120,10 @@ class BatchAugmenter:
             torch.rand(batch, height, width, device=x.device)
             < self._uniform(batch, 0, cfg.pixel_dropout, x)[:, None, None]
         )
-        blobs = torch.rand(batch, 1, max(height // 16, 1), max(width // 16, 1), device=x.device)
+        blobs = torch.rand(batch, 1, max(height // 6, 1), max(width // 6, 1), device=x.device)
         blobs = blobs < self._uniform(batch, 0, cfg.blob_dropout, x)[:, None, None, None]
         drop |= F.interpolate(blobs.float(), size=(height, width), mode='nearest')[:, 0] > 0
-        for index, (mean, std) in ((self.height, self.height_norm), (self.relief, self.relief_norm)):
-            if index is None:
-                continue
+        for index, (mean, std) in zip(self.surface, self.surface_norm, strict=True):
             mm = x[:, index] * std + mean
             mm = mm * scale + torch.randn_like(mm) * noise_mm
             mm = torch.where(drop, torch.zeros_like(mm), mm)

@@ -23,6 +23,7 @@ def test_height_is_measured_from_the_fitted_plate_whatever_its_tilt() -> None:
     rgb, depth = _tilted_plate_with_bump(2.0)
     pre = Preprocessor(
         input_size=(120, 160),
+        channels=expand_channels('rgb,depth'),
         normalization={
             'r': (0, 1),
             'g': (0, 1),
@@ -47,10 +48,16 @@ def test_downscaled_input_keeps_a_small_pit_visible() -> None:
     rgb, depth = _tilted_plate_with_bump(0.0)
     depth = np.tile(depth, (2, 2))
     rgb = np.zeros((*depth.shape, 3), np.uint8)
-    depth[100:102, 100:102] += 1e-3  # a 2-pixel pore, 1 mm deep
-    pre = Preprocessor(input_size=(120, 160), channels=('relief',), normalization={'relief': (0, 1)})
-    relief = pre(rgb, depth)[0]
-    assert relief[50, 50] < -0.2  # area averaging keeps it; a nearest-neighbour resize could skip it
+    depth[101:104, 101:104] += 1e-3  # a pore of 3x3 pixels (about 1 mm), 1 mm deep
+    pre = Preprocessor(
+        input_size=(120, 160),
+        channels=('relief', 'relief_min', 'relief_max'),
+        normalization={'relief': (0, 1), 'relief_min': (0, 1), 'relief_max': (0, 1)},
+    )
+    relief, deepest, highest = pre(rgb, depth)
+    assert relief[51, 51] < -0.2  # area averaging keeps it; a nearest-neighbour resize could skip it
+    assert deepest[51, 51] < relief[51, 51] - 0.1  # the block minimum keeps more of its depth
+    assert highest[50, 50] <= 0.05 and abs(deepest[10, 10]) < 0.05
 
 
 def test_metadata_round_trip_and_bad_metadata() -> None:
@@ -117,7 +124,7 @@ def _metadata(pre: Preprocessor, classes: list[str]) -> dict[str, str]:
 
 
 def test_loader_accepts_a_complete_model_and_refuses_missing_or_inconsistent_metadata(tmp_path: Path) -> None:
-    pre = Preprocessor(input_size=(24, 32))
+    pre = Preprocessor(input_size=(24, 32), channels=expand_channels('rgb,depth'))
     classes = ['good', 'porosity', 'spatter', 'gap', 'undercut']
     good = _write_model(tmp_path / 'ok.onnx', _metadata(pre, classes), 6, (24, 32), 5)
     info = read_model_info(good)

@@ -14,7 +14,9 @@ where the sensor gave no data (those pixels are 0 in the height channels).
 
 Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``height`` (mm above the plate), ``relief`` (mm
-above the local surface) and ``valid`` (1 where depth exists). ``rgb`` and ``depth`` are accepted as
+above the local surface), ``relief_min`` / ``relief_max`` (the deepest pit / highest bump of the
+relief within each input pixel's block of sensor pixels) and ``valid`` (share of sensor pixels with
+depth). ``rgb`` and ``depth`` are accepted as
 shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
 
@@ -29,9 +31,12 @@ import numpy as np
 from weld_core.errors import WeldError
 
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
-DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'valid')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'relief_min', 'relief_max', 'valid')
 ALL_CHANNELS: tuple[str, ...] = RGB_CHANNELS + DEPTH_CHANNELS
-_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': DEPTH_CHANNELS}
+_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
+# how a depth feature is brought down to the input size: block min/max keep a one-pixel pit or
+# bump at full strength, the rest are area averages
+_POOLING = {'relief_min': 'min', 'relief_max': 'max'}
 
 PREPROCESS_VERSION = '1'
 
@@ -42,6 +47,8 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'b': (0.5, 0.25),
     'height': (0.0, 1.0),
     'relief': (0.0, 0.1),
+    'relief_min': (0.0, 0.1),
+    'relief_max': (0.0, 0.1),
     'valid': (0.0, 1.0),
 }
 
@@ -57,6 +64,22 @@ PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'plane_fit',
     'preprocess_version',
 )
+
+
+def _pool(plane: np.ndarray, size: tuple[int, int], how: str) -> np.ndarray:
+    """Bring ``plane`` to ``size`` (H, W) by block mean (area), min or max."""
+    height, width = size
+    rows, cols = plane.shape
+    if (rows, cols) == (height, width):
+        return plane
+    if how == 'mean':
+        return cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
+    if rows % height == 0 and cols % width == 0:
+        blocks = plane.reshape(height, rows // height, width, cols // width)
+        return blocks.min((1, 3)) if how == 'min' else blocks.max((1, 3))
+    kernel = np.ones((int(np.ceil(rows / height)), int(np.ceil(cols / width))), np.uint8)
+    filtered = cv2.erode(plane, kernel) if how == 'min' else cv2.dilate(plane, kernel)
+    return cv2.resize(filtered, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 class PreprocessError(WeldError, ValueError):
@@ -254,9 +277,9 @@ class Preprocessor:
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised.
 
-        The depth features are computed at the sensor's resolution and then area-averaged to
-        ``input_size``: a pore of two pixels survives the downscaling as a shallower dip instead of
-        vanishing between the samples of a nearest-neighbour resize.
+        The depth features are computed at the sensor's resolution and then pooled to
+        ``input_size`` (area average; block min/max for ``relief_min``/``relief_max``): a pore of two
+        pixels survives the downscaling instead of vanishing between the samples of a resize.
         """
         self._check_inputs(rgb, depth_m)
         height, width = self.input_size
@@ -268,12 +291,10 @@ class Preprocessor:
             planes.update({name: colour[:, :, index] for index, name in enumerate(RGB_CHANNELS)})
         if self.uses_depth:
             features = self.depth_features(depth_m)
-            if depth_m.shape != (height, width):
-                features = {
-                    name: cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
-                    for name, plane in features.items()
-                }
-            planes.update(features)
+            features['relief_min'] = features['relief_max'] = features['relief']
+            for name in self.channels:
+                if name in features and name not in planes:
+                    planes[name] = _pool(features[name], (height, width), _POOLING.get(name, 'mean'))
         out = np.empty((len(self.channels), height, width), np.float32)
         for index, name in enumerate(self.channels):
             mean, std = self.normalization[name]
