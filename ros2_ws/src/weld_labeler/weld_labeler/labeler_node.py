@@ -4,7 +4,16 @@ Subscribes rgb/depth (raw CDR, so raw recording never re-serialises) and both Ca
 publishes one DefectLabel per labelled pair on /weld/labels and diagnostics on /diagnostics, and
 offers ~/capture, ~/start_session, ~/stop_session, ~/list_sessions, ~/export_session and
 ~/set_continuous_label. Capture blocks until its pairs are recorded, so services run in a
-reentrant group on a multi-threaded executor while frames keep arriving in their own group.
+reentrant group on a multi-threaded executor while frames keep arriving in their own group;
+recording runs in the labeler's writer thread, so a slow disk never stalls DDS reception.
+
+On a ROS install (the pip world has the weld-label CLI for the same calls)::
+
+  ros2 service call /weld_labeler/start_session weld_interfaces/srv/StartSession "{name: p7, material: S235}"
+  ros2 service call /weld_labeler/capture weld_interfaces/srv/Capture "{label: porosity, count: 5, note: s3}"
+  ros2 service call /weld_labeler/set_continuous_label weld_interfaces/srv/SetContinuousLabel "{label: gap}"
+  ros2 service call /weld_labeler/stop_session weld_interfaces/srv/StopSession
+  ros2 service call /weld_labeler/export_session weld_interfaces/srv/ExportSession "{session_id: ''}"
 """
 
 import contextlib
