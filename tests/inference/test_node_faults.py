@@ -48,14 +48,14 @@ def touch_newer(path: Path, seconds: float) -> None:
 def test_model_files_come_and_go_without_an_unanswered_pair(ros_node, spawn_node, tmp_path: Path) -> None:
     models = tmp_path / 'models'
     models.mkdir()
-    rgb, depth = weld_frame(seed=1)
+    rgb, depth = weld_frame(seed=1, height=120, width=160)
     harness = InferenceHarness(ros_node, rgb, depth)
     node = spawn_node(node_args(models), name='inference')
     harness.wait_ready(node)
 
     # unusable pairs are not handled: counted, warned about, no result; the next good pair is answered
     bad_encoding = ImageFields(**{**array_to_image(rgb, 'rgb8').__dict__, 'encoding': 'yuv422'})
-    small_depth = depth_m_to_image(depth[:120, :160], '32FC1')
+    small_depth = depth_m_to_image(depth[: depth.shape[0] // 2, : depth.shape[1] // 2], '32FC1')
     empty = ImageFields(height=0, width=0, encoding='rgb8', is_bigendian=0, step=0, data=b'')
     bad_stamps = stamps_from(100, 3)
     for stamp, pair in zip(
@@ -157,7 +157,7 @@ def test_failing_models_are_answered_by_the_rules_and_the_model_returns(
     models = tmp_path / 'models'
     models.mkdir()
     write_model(models / 'nan.onnx', 'nan', name='nan', version='1')
-    rgb, depth = weld_frame(seed=2)
+    rgb, depth = weld_frame(seed=2, height=120, width=160)
     harness = InferenceHarness(ros_node, rgb, depth)
     node = spawn_node(node_args(models, model_budget_ms=60.0), name='inference')
     harness.wait_ready(node)
