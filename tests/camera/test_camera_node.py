@@ -48,8 +48,12 @@ def _assert_clean_exit(process) -> None:
     own = {name for name in _shm_held_by(process.process.pid) if name.startswith('fastdds_')}
     assert own, 'the camera maps no Fast DDS shared memory: is the SHM transport in use?'
     assert process.stop() == 0, process.output
-    time.sleep(0.3)
-    left = {name for name in own if (Path('/dev/shm') / name).exists()} - _held_by_live_processes()
+    deadline = time.monotonic() + 3.0  # peers unmap shared port files on their own schedule
+    while True:
+        left = {name for name in own if (Path('/dev/shm') / name).exists()} - _held_by_live_processes()
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert not left, f'stale Fast DDS shared memory of the camera: {sorted(left)}'
 
 
