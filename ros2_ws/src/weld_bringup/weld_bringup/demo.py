@@ -362,14 +362,17 @@ class Demo:
             self.progress.begin('evaluate', f'live: scoring {self.plan.model_results} model results')
             self._evaluate(runner, operator, model_id)
             self.progress.end()
+        except BaseException as error:
+            self.summary['failed'] = f'{self.progress.stage_name}: {type(error).__name__}: {error}'
+            raise
         finally:
             if operator is not None:
                 operator.close()
-            codes = runner.stop()
-            self.summary['node_exit_codes'] = codes
-        self.summary['wall_time_s'] = round(self.progress.elapsed_s, 1)
-        self.summary['stage_durations_s'] = self.progress.durations
-        (self.run_dir / 'summary.json').write_text(json.dumps(self.summary, indent=2, default=str))
+            self.summary['node_exit_codes'] = runner.stop()
+            self.progress.end()
+            self.summary['wall_time_s'] = round(self.progress.elapsed_s, 1)
+            self.summary['stage_durations_s'] = self.progress.durations
+            (self.run_dir / 'summary.json').write_text(json.dumps(self.summary, indent=2, default=str))
         return self.summary
 
     def _runner(self) -> GraphRunner:
