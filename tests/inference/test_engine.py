@@ -1,5 +1,6 @@
 """InferenceEngine: one Decision per pair, model first, rules with a reason otherwise."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +95,16 @@ def test_rules_failing_too_still_gives_one_explicit_answer(tmp_path: Path, frame
     assert decision.label == '' and decision.confidence == 0.0 and decision.source == 'rules'
     assert decision.scores == (0.0,) * 5
     assert 'rules failed too: RuntimeError: sensor exploded' in decision.fallback_reason
+
+
+def test_close_cancels_a_call_in_flight(tmp_path: Path, frame) -> None:
+    write_model(tmp_path / 'slow.onnx', 'slow', slow_matmuls=400)
+    engine, manager = engine_for(tmp_path, budget_ms=60000.0)
+    full_call_s = manager.current()[0].load_ms / 1000.0  # loading includes one full self-test call
+    worker = threading.Thread(target=engine.classify, args=frame)
+    worker.start()
+    time.sleep(full_call_s / 10)  # the model call is under way
+    started = time.perf_counter()
+    engine.close()
+    worker.join(timeout=30)
+    assert time.perf_counter() - started < full_call_s / 2, f'close waited for the call ({full_call_s:.2f} s)'

@@ -79,8 +79,12 @@ class InferenceEngine:
         self.model_budget_ms = float(model_budget_ms)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix='weld-model')
         self._pending: concurrent.futures.Future[tuple[np.ndarray, float]] | None = None
+        self._pending_options = ort.RunOptions()
 
     def close(self) -> None:
+        """Cancel a call still running (so shutdown never waits for a slow model), stop the thread."""
+        if self._pending is not None and not self._pending.done():
+            self._pending_options.terminate = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def classify(
@@ -101,7 +105,7 @@ class InferenceEngine:
             )
         run_options = ort.RunOptions()
         future = self._pool.submit(self._timed_infer, runner, rgb, depth_m, run_options)
-        self._pending = future
+        self._pending, self._pending_options = future, run_options
         try:
             probabilities, model_ms = future.result(timeout=self.model_budget_ms / 1000.0)
         except concurrent.futures.TimeoutError:
