@@ -32,12 +32,25 @@ class Scene:
     fx: float
 
     def frame(
-        self, seed: int = 0, noise_mm: float = 0.05, dropout: float = 0.005, plate_step_mm: float = 0.0
+        self,
+        seed: int = 0,
+        noise_mm: float = 0.05,
+        dropout: float = 0.005,
+        plate_step_mm: float = 0.0,
+        tilt_deg: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(rgb, depth_m) of the scene: a plain grey image and noisy depth with speckle dropout."""
+        """(rgb, depth_m) of the scene: a plain grey image and noisy depth with speckle dropout.
+
+        The plate is the plane n.X = PLATE_M with n tilted by ``tilt_deg`` about the image's y axis; a
+        point h above it lies on n.X = PLATE_M - h, so along a pixel's ray z = (PLATE_M - h) / (n.ray).
+        """
         rng = np.random.default_rng(seed)
         height = self.height_mm + np.where(self.across_mm > 0, plate_step_mm, 0.0)
-        depth = PLATE_M - (height + rng.normal(0.0, noise_mm, height.shape)) / 1000.0
+        xs = np.arange(height.shape[1], dtype=np.float64)[None, :]
+        cols = height.shape[1]
+        tilt = math.radians(tilt_deg)
+        n_dot_ray = math.sin(tilt) * (xs - (cols - 1) / 2) / self.fx + math.cos(tilt)
+        depth = (PLATE_M - (height + rng.normal(0.0, noise_mm, height.shape)) / 1000.0) / n_dot_ray
         depth[rng.random(depth.shape) < dropout] = 0.0
         shade = np.clip(110 + 40 * self.height_mm, 0, 255).astype(np.uint8)
         rgb = np.repeat(shade[:, :, None], 3, axis=2)
@@ -199,6 +212,18 @@ def test_plates_at_different_heights_are_levelled(detector: RuleDetector) -> Non
     result = detector(*scene.frame(seed=8, plate_step_mm=0.35))
     assert result.label == 'good', result.measurements
     assert abs(result.measurements['plate_step_mm']) == pytest.approx(0.35, abs=0.1)
+
+
+def test_tilted_plate_is_measured_perpendicular_to_it(detector: RuleDetector) -> None:
+    scene = bead_scene(80.0, half_width_mm=4.0, bead_height_mm=2.0)
+    add_pit(scene, along_mm=4.0, radius_mm=1.0, depth_mm=0.7)
+    result = detector(*scene.frame(seed=15, tilt_deg=12.0))
+    assert result.label == 'porosity', result.measurements
+    assert result.measurements['plate_tilt_deg'] == pytest.approx(12.0, abs=0.5)
+    assert result.measurements['bead_height_mm'] == pytest.approx(2.0, abs=0.15)
+    assert result.measurements['plate_distance_mm'] == pytest.approx(
+        PLATE_M * 1000 / math.cos(math.radians(12)), rel=0.01
+    )
 
 
 def test_vga_frame_gives_the_same_answer_in_millimetres(detector: RuleDetector) -> None:
