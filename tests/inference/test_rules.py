@@ -260,7 +260,8 @@ def test_class_list_of_a_site(detector: RuleDetector) -> None:
     assert extended.scores[-1] == 0.0
     without_gap = RuleDetector(class_names=('good', 'porosity', 'undercut'))(*frame)
     check_result(without_gap, ('good', 'porosity', 'undercut'))
-    assert without_gap.label in ('good', 'porosity', 'undercut')
+    # the open seam is still no good weld: one of the site's defect classes reports it
+    assert without_gap.label in ('porosity', 'undercut'), without_gap.measurements
 
 
 def unjudged(result: RuleResult) -> bool:
