@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -225,13 +226,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f'weld-scan: {error}', file=sys.stderr)
         return 2
     env.setdefault('PYTHONUNBUFFERED', '1')
-    work_dir = args.log_dir or Path(os.environ.get('TMPDIR', '/tmp')) / f'weld-scan-{os.getpid()}'
-    runner = GraphRunner(launches, env, work_dir, echo=_print_line, log_dir=args.log_dir)
     if args.print:
-        for command in runner.commands():
+        # the printed commands stay runnable: their override files are kept
+        work_dir = args.log_dir or Path(tempfile.mkdtemp(prefix='weld-scan-'))
+        for command in GraphRunner(launches, env, work_dir, echo=None).commands():
             print(' '.join(command))
         return 0
+    with tempfile.TemporaryDirectory(prefix='weld-scan-') as scratch:
+        runner = GraphRunner(
+            launches, env, args.log_dir or Path(scratch), echo=_print_line, log_dir=args.log_dir
+        )
+        return _run_until_stopped(runner, args.domain_id)
 
+
+def _run_until_stopped(runner: GraphRunner, domain_id: int) -> int:
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -239,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    _print_line(f'[runner] ROS_DOMAIN_ID={args.domain_id}, DDS on loopback; Ctrl-C stops every node')
+    _print_line(f'[runner] ROS_DOMAIN_ID={domain_id}, DDS on loopback; Ctrl-C stops every node')
     runner.start()
     failed: list[str] = []
     while not stop_requested.wait(0.2):
