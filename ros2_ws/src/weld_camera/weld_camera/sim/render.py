@@ -443,7 +443,7 @@ class SceneRenderer:
     def _illumination(self, scene: SceneParams) -> np.ndarray:
         width, height = self.intrinsics.width, self.intrinsics.height
         hx, hy = scene.hotspot_px
-        sigma2 = (0.45 * width) ** 2
+        sigma2 = scene.hotspot_sigma_px**2
         d2 = (self.small_x - hx) ** 2 + (self.small_y - hy) ** 2
         r2 = ((self.small_x - width / 2) / (width / 2)) ** 2 + (
             (self.small_y - height / 2) / (width / 2)

@@ -153,6 +153,7 @@ class SceneParams:
     exposure: float
     hotspot_px: tuple[float, float]
     hotspot_gain: float
+    hotspot_sigma_px: float
     vignette: float
     texture_index: int
     texture_flip: int  # cv2.flip code, or 2 for none
@@ -243,7 +244,7 @@ def sample_scene(
     t_lo, t_hi = _visible_span(seam_point, seam_angle, width, height, margin=6 * scale)
     visible = (t_lo * mm_per_px, t_hi * mm_per_px)
 
-    half_width = float(rng.uniform(2.2, 5.5))
+    half_width = float(rng.uniform(2.4, 6.0))
     bead_height = float(rng.uniform(0.35, 0.6) * half_width)
     meander = tuple(
         (
@@ -254,8 +255,8 @@ def sample_scene(
         for _ in range(2)
     )
 
-    steel = rng.uniform(0.42, 0.62)
-    warm = rng.uniform(-0.04, 0.05)
+    steel = rng.uniform(0.48, 0.68)
+    warm = rng.uniform(-0.05, 0.03)
     plate_rgb = (float(steel * (1 + warm)), float(steel), float(steel * (1 - warm * 1.3)))
     bead_level = rng.uniform(0.45, 0.7)
     bead_warm = rng.uniform(-0.03, 0.08)
@@ -367,10 +368,11 @@ def sample_scene(
         ambient=float(rng.uniform(0.25, 0.45)),
         plate_gloss=float(rng.uniform(0.05, 0.25)),
         bead_gloss=float(rng.uniform(0.35, 0.8)),
-        exposure=float(rng.uniform(0.6, 0.85)),
+        exposure=float(rng.uniform(0.55, 0.75)),
         hotspot_px=(float(rng.uniform(-0.2, 1.2) * width), float(rng.uniform(-0.2, 1.2) * height)),
-        hotspot_gain=float(rng.uniform(0.0, 0.8)),
-        vignette=float(rng.uniform(0.1, 0.45)),
+        hotspot_gain=float(rng.uniform(0.2, 1.5)),
+        hotspot_sigma_px=float(rng.uniform(0.2, 0.5) * width),
+        vignette=float(rng.uniform(0.15, 0.5)),
         texture_index=int(rng.integers(0, bank_count)),
         texture_flip=int(rng.integers(-1, 3)),
         texture_offset=offset(),
@@ -387,12 +389,12 @@ def sample_scene(
         glare=tuple(glare),
         rgb_noise=float(rng.uniform(1.5, 5.0)),
         rgb_noise_offset=offset(),
-        depth_noise_mm=float(rng.uniform(0.06, 0.16) * (distance_mm / 100.0) ** 2),
+        depth_noise_mm=float(rng.uniform(0.06, 0.15) * (distance_mm / 100.0) ** 2),
         depth_noise_offset=offset(),
         depth_blur_px=float(rng.uniform(0.5, 1.0) * scale),
         depth_wobble=(rng.uniform(0.02, 0.08) * rng.standard_normal((4, 5))).astype(np.float32),
         edge_dropout=float(rng.uniform(0.05, 0.3)),
-        speckle_dropout=float(rng.uniform(0.0005, 0.0025)),
+        speckle_dropout=float(rng.uniform(0.0003, 0.0015)),
         dropout_offset=offset(),
         border_dropout=float(rng.uniform(0.0, 0.25)),
     )
