@@ -12,14 +12,13 @@ Prints, in one run:
 4. the target check: node p95 <= 1.2 x raw call p95 + 2 ms, and no unanswered pair.
 
 Frames come from the weld_camera simulator (a handful of VGA frames, cycled). The model is an
-exported ``--model`` file, or by default the training's default network (``compact``, untrained
-weights: the cost does not depend on them) exported here with the contract metadata.
+exported ``--model`` file, or by default the training's default network (``WeldClassifier()``,
+untrained: the cost does not depend on the weights) exported here with the training's metadata.
 
     .venv/bin/python bench/bench_inference.py [--seconds 10] [--model models/weld.onnx] [--threads 2]
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -56,43 +55,22 @@ def sim_frames(count: int, width: int = 640, height: int = 480) -> list[tuple[np
 
 
 def export_default_model(path: Path) -> None:
-    """The training's default network (configs/default.yaml) exported with the contract metadata."""
+    """The training's default network (WeldClassifier defaults), untrained, exported with its metadata."""
     import onnx
     import torch
-    import yaml
 
-    from training.models import build_model
-    from weld_core.classes import DEFAULT_CLASSES
-    from weld_core.model_file import OUTPUT_PROBABILITIES
-    from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
+    from training.export import build_metadata
+    from training.module import WeldClassifier
 
-    config = yaml.safe_load((REPO_ROOT / 'training' / 'configs' / 'default.yaml').read_text())
-    channels = expand_channels(config['data']['channels'])
-    height, width = config['data']['input_size']
-    net = build_model(
-        config['model']['model_name'], channels, len(DEFAULT_CLASSES), **config['model']['model_kwargs']
-    )
-    model = torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval()
-    preprocessor = Preprocessor(
-        input_size=(height, width),
-        channels=channels,
-        normalization={c: DEFAULT_NORMALIZATION[c] for c in channels},
-    )
-    metadata = {
-        'class_names': json.dumps(list(DEFAULT_CLASSES)),
-        'model_name': config['model']['model_name'],
-        'model_version': 'bench',
-        'created_at': '2026-01-01T00:00:00+00:00',
-        'training_data': 'untrained (benchmark)',
-        'validation_metrics': '{}',
-        'output': OUTPUT_PROBABILITIES,
-        **preprocessor.to_metadata(),
-    }
+    model = WeldClassifier().eval()
+    metadata = build_metadata(model, Path('untrained.ckpt'), {}, 'untrained (benchmark)', 'bench')
+    height, width = model.hparams['input_size']
+    wrapped = torch.nn.Sequential(model.net, torch.nn.Softmax(dim=1)).eval()
     with tempfile.TemporaryDirectory() as temp:
         raw = Path(temp) / 'raw.onnx'
         torch.onnx.export(
-            model,
-            (torch.zeros(1, len(channels), height, width),),
+            wrapped,
+            (torch.zeros(1, len(model.channels), height, width),),
             str(raw),
             input_names=['input'],
             output_names=['probabilities'],

@@ -104,6 +104,9 @@ class ModelRunner:
         # 0 would let ONNX Runtime take every core of the board; the node's parameters decide instead.
         # failures are reported by the node with the pair they hit; the ORT log line would repeat them
         options.log_severity_level = 4
+        # idle intra-op threads spin by default: on a board whose cores the camera and labeler share, that
+        # burns CPU others need (measured here: half the CPU per call, and no slower, without spinning)
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         options.intra_op_num_threads = max(1, int(intra_op_threads))
         options.inter_op_num_threads = max(1, int(inter_op_threads))
         options.execution_mode = (
