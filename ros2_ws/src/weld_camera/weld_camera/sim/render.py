@@ -102,7 +102,6 @@ class SceneRenderer:
         self.grain = grain / (grain.std() + 1e-6)
         self.tint_lut = _tint_lut()
         small = (max(4, height // 8), max(4, width // 8))
-        self.small_shape = small
         # the full-resolution pixel each small pixel's centre lands on under cv2.resize
         sx = ((np.arange(small[1]) + 0.5) * (width / small[1]) - 0.5).astype(np.float32)
         sy = ((np.arange(small[0]) + 0.5) * (height / small[0]) - 0.5).astype(np.float32)
@@ -113,7 +112,8 @@ class SceneRenderer:
 
     # ------------------------------------------------------------------ seam band
     def _seam_band(self, scene: SceneParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Height, metal weight, albedo factor (4 channels) and tint (3 channels) in seam coordinates."""
+        """Seam-coordinate surface (height mm, weld-metal weight, albedo factor), uint8 tint at 1/4
+        resolution, the centre line's offset per column (mm) and where the band sits (u0, v0)."""
         width, height = self.intrinsics.width, self.intrinsics.height
         mmpp = scene.mm_per_px
         px, py = scene.seam_point_px
@@ -217,18 +217,7 @@ class SceneRenderer:
         lut = np.clip((1.0 + scene.tint_strength * (self.tint_lut - 1.0)) * _TINT_SCALE, 0, 255)
         tint = cv2.LUT(cv2.merge([index, index, index]), lut.astype(np.uint8).reshape(1, 256, 3))
         surface = cv2.merge([h.astype(np.float32), metal.astype(np.float32), albedo.astype(np.float32)])
-        return (
-            surface,
-            tint,
-            meander,
-            {
-                'u0': u0,
-                'v0': v0,
-                'defects': truth_defects,
-                'half_width': half_width,
-                'bead_height': bead_height,
-            },
-        )
+        return surface, tint, meander, {'u0': u0, 'v0': v0, 'defects': truth_defects}
 
     def _centre_line(self, scene: SceneParams, meander: np.ndarray, u0: int) -> np.ndarray:
         """The bead centre line (meander and bend included) as image points, Nx2 (x, y), in the image."""
@@ -437,7 +426,7 @@ class SceneRenderer:
                 {'x_px': spot.x_px, 'y_px': spot.y_px, 'radius_px': spot.radius_px} for spot in scene.glare
             ],
         }
-        truth['defects'] += self._segment_truth(scene, u0, v0, meander, band)
+        truth['defects'] += self._segment_truth(scene, u0, v0, meander)
         return RenderedFrame(rgb_u8, depth_m, h, truth)
 
     def _illumination(self, scene: SceneParams) -> np.ndarray:
@@ -516,9 +505,7 @@ class SceneRenderer:
         depth_m[dropout] = 0.0
         return depth_m.astype(np.float32, copy=False)
 
-    def _segment_truth(
-        self, scene: SceneParams, u0: int, v0: int, meander: np.ndarray, band: dict
-    ) -> list[dict]:
+    def _segment_truth(self, scene: SceneParams, u0: int, v0: int, meander: np.ndarray) -> list[dict]:
         entries = []
         mmpp = scene.mm_per_px
         for kind, defect in (('gap', scene.gap), ('undercut', scene.undercut)):

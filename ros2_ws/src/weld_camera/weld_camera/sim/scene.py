@@ -6,7 +6,7 @@ drawing anything but crops of its precomputed noise banks (whose offsets are dra
 Lengths are millimetres on the plate unless a name says ``_px``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -179,7 +179,6 @@ class SceneParams:
     droplets: tuple[Droplet, ...] = ()
     gap: GapDefect | None = None
     undercut: UndercutDefect | None = None
-    extras: dict[str, float] = field(default_factory=dict)
 
 
 def frame_rng(seed: int, index: int) -> np.random.Generator:
