@@ -164,6 +164,7 @@ class CameraNode(LifecycleNode):
         except Exception as exc:  # never leave a half-open source behind an unexpected error
             return self._fail('configure', exc, unexpected=True)
         self.settings = settings
+        self._warned_drops = 0
         self._restamp = settings.source == 'sim' or (settings.source == 'replay' and settings.replay_restamp)
         self._outputs = {
             'rgb': self.create_publisher(Image, settings.rgb_topic, IMAGE_QOS),
@@ -315,6 +316,8 @@ class CameraNode(LifecycleNode):
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
+        if self._relay is not None:  # frames waiting for a partner belong to the stream just stopped
+            self._relay.pairer.clear()
 
     def _release_source(self) -> None:
         if self._source is not None and hasattr(self._source, 'close'):
