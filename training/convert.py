@@ -5,7 +5,7 @@ Output folder:
   float32 metres, 0 = no data): decoded once, so training never decodes a JPEG or PNG again;
 - ``manifest.json``: one entry per labelled frame pair (source bag, stamp, label, session, split,
   array row), counts per class and per session, what was skipped and why, the split settings,
-  and ``digest``: a sha256 over every frame's identity, label and pixels.
+  and ``digest``: a sha256 over every frame's identity, label and recorded bytes.
 
 Bags are read in two passes: the labels first (small), then only the labelled frame pairs are
 decoded, so a long unlabelled recording costs reading time but no decoding. Bags are converted in
@@ -92,7 +92,8 @@ class ConvertReport:
         for split, counts in self.per_split.items():
             lines.append(f'  split {split}: ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
         lines.append(
-            f'unlabelled {self.unlabelled}, duplicates {self.duplicates}, unpaired {self.unpaired}, '
+            f'unlabelled {self.unlabelled}, duplicates (stamp or content) {self.duplicates}, '
+            f'unpaired {self.unpaired}, '
             f'undecodable/skipped {len(self.skipped)}, failed bags {len(self.failed_bags)} '
             f'(split mode: {self.split_mode})'
         )
@@ -139,8 +140,7 @@ def convert_bag(
     result = BagResult(origin=origin, bag=bag_dir, key=key)
     store = weld_typestore()
     labels: dict[int, tuple[str, str]] = {}
-    rgbs: list[np.ndarray] = []
-    depths: list[np.ndarray] = []
+    arrays: dict[str, np.ndarray] = {}
     try:
         reader = open_reader(Path(bag_dir))
     except BagError as exc:
@@ -176,7 +176,8 @@ def convert_bag(
         seen: set[int] = set()
         image_conns = [c for c in reader.connections if c.topic in (topics.rgb, topics.depth)]
 
-        def take(pair_stamp: int, rgb_msg: Any, depth_msg: Any) -> None:
+        def take(pair_stamp: int, rgb_item: tuple[Any, bytes], depth_item: tuple[Any, bytes]) -> None:
+            (rgb_msg, rgb_raw), (depth_msg, depth_raw) = rgb_item, depth_item
             if pair_stamp in seen:
                 result.duplicates += 1
                 return
@@ -195,7 +196,11 @@ def convert_bag(
                     {'source': bag_dir, 'stamp_ns': pair_stamp, 'reason': f'undecodable: {exc}'}
                 )
                 return
-            if rgbs and rgb.shape != rgbs[0].shape:
+            if not arrays:
+                # one row per label at most: filled in place, no list of frames and no final stack
+                arrays['rgb'] = np.empty((len(labels), *rgb.shape), np.uint8)
+                arrays['depth'] = np.empty((len(labels), *depth.shape), np.float32)
+            if rgb.shape != arrays['rgb'].shape[1:]:
                 result.skipped.append(
                     {
                         'source': bag_dir,
@@ -205,16 +210,21 @@ def convert_bag(
                 )
                 return
             label, session = labels[pair_stamp]
+            row = len(result.frames)
+            arrays['rgb'][row] = rgb
+            arrays['depth'][row] = depth
+            # the digest covers the recorded bytes (decoding is deterministic): far less to hash
+            content = hashlib.sha256(rgb_raw)
+            content.update(depth_raw)
             result.frames.append(
                 {
                     'stamp_ns': pair_stamp,
                     'label': label,
                     'session': session or Path(bag_dir).name,
-                    'row': len(rgbs),
+                    'row': row,
+                    'sha256': content.hexdigest(),
                 }
             )
-            rgbs.append(rgb)
-            depths.append(depth)
 
         try:
             for conn, _, raw in reader.messages(connections=image_conns):
@@ -231,7 +241,7 @@ def convert_bag(
                     )
                     continue
                 adder = pairer.add_rgb if conn.topic == topics.rgb else pairer.add_depth
-                for pair in adder(stamp, msg):
+                for pair in adder(stamp, (msg, bytes(raw))):
                     take(pair.stamp_ns, pair.rgb, pair.depth)
         except Exception as exc:  # truncated or corrupt file: keep everything decoded so far
             result.error = (
@@ -244,14 +254,13 @@ def convert_bag(
         result.error = str(exc)
     finally:
         reader.close()
-    if rgbs:
-        rgb_array = np.stack(rgbs)
-        depth_array = np.stack(depths).astype(np.float32, copy=False)
-        np.save(Path(arrays_dir) / f'{key}_rgb.npy', rgb_array)
-        np.save(Path(arrays_dir) / f'{key}_depth.npy', depth_array)
+    if result.frames:
+        count = len(result.frames)
+        np.save(Path(arrays_dir) / f'{key}_rgb.npy', arrays['rgb'][:count])
+        np.save(Path(arrays_dir) / f'{key}_depth.npy', arrays['depth'][:count])
         digest = hashlib.sha256()
-        digest.update(memoryview(np.ascontiguousarray(rgb_array)).cast('B'))
-        digest.update(memoryview(np.ascontiguousarray(depth_array)).cast('B'))
+        for frame in result.frames:
+            digest.update(frame['sha256'].encode())
         result.array_sha256 = digest.hexdigest()
     result.seconds = time.perf_counter() - start
     return result
@@ -319,6 +328,16 @@ def convert(
         problems = '; '.join(r.error or f'{r.bag}: no labelled frame pairs' for r in results)
         raise DatasetError(f'no labelled frame pairs in {", ".join(map(str, sources))}: {problems}')
 
+    first_seen: dict[str, dict[str, Any]] = {}
+    content_duplicates = 0
+    for frame in frames:
+        if frame['sha256'] in first_seen:
+            content_duplicates += 1
+            frame['duplicate_of'] = (
+                f'{first_seen[frame["sha256"]]["bag"]}@{first_seen[frame["sha256"]]["stamp_ns"]}'
+            )
+        else:
+            first_seen[frame['sha256']] = frame
     session_counts: dict[str, Counter[str]] = {}
     for frame in frames:
         session_counts.setdefault(frame['session'], Counter())[frame['label']] += 1
@@ -351,7 +370,7 @@ def convert(
         per_session=per_session,
         per_split=per_split,
         unlabelled=sum(r.unlabelled for r in results),
-        duplicates=sum(r.duplicates for r in results),
+        duplicates=sum(r.duplicates for r in results) + content_duplicates,
         unpaired=sum(r.unpaired for r in results),
         skipped=skipped,
         failed_bags=failed,
