@@ -46,6 +46,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
             f'--data.dataset_dir={root / "dataset"}',
             '--data.input_size=[48, 64]',
             '--data.batch_size=4',
+            '--model.model_kwargs={"stem_width": 8, "stage_widths": [16, 32]}',
             '--trainer.max_epochs=3',
             '--trainer.logger=false',
             '--trainer.enable_progress_bar=false',
