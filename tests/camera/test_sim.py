@@ -42,6 +42,13 @@ def test_shapes_dtypes_and_intrinsics(width: int, height: int, fx: float) -> Non
     assert frame.truth['mm_per_px'] == pytest.approx(frame.truth['distance_m'] * 1000 / fx)
 
 
+def test_other_aspect_ratios_keep_square_pixels() -> None:
+    frame = WeldSimulator(SimConfig(width=640, height=360, seed=1)).render(3)
+    assert frame.rgb.shape == (360, 640, 3) and frame.depth_m.shape == (360, 640)
+    assert frame.camera_info.fx == frame.camera_info.fy == 600.0
+    assert (frame.camera_info.cx, frame.camera_info.cy) == (320.0, 180.0)
+
+
 def test_same_seed_and_index_give_the_same_frame_in_any_order() -> None:
     config = SimConfig(width=320, height=240, seed=3)
     first, second = WeldSimulator(config), WeldSimulator(config)

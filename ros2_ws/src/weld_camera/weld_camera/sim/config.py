@@ -9,7 +9,6 @@ from weld_core.errors import WeldError
 
 # The recorded weldsim sessions: fx = fy = 300 px at 320x240, camera 75-120 mm above the plate.
 REFERENCE_WIDTH = 320
-REFERENCE_HEIGHT = 240
 REFERENCE_FOCAL_PX = 300.0
 DEFAULT_GOOD_SHARE = 0.3
 
@@ -39,12 +38,17 @@ class CameraIntrinsics:
 
     @classmethod
     def for_resolution(cls, width: int, height: int) -> 'CameraIntrinsics':
-        """The reference camera (fx = fy = 300 px at 320x240) scaled to ``width`` x ``height``."""
+        """The reference camera (fx = fy = 300 px at 320x240) scaled to ``width`` x ``height``.
+
+        Pixels stay square: another aspect ratio (say 640x360) crops the field of view instead of
+        stretching it, as a sensor read out in a different mode does.
+        """
+        focal = REFERENCE_FOCAL_PX * width / REFERENCE_WIDTH
         return cls(
             width=width,
             height=height,
-            fx=REFERENCE_FOCAL_PX * width / REFERENCE_WIDTH,
-            fy=REFERENCE_FOCAL_PX * height / REFERENCE_HEIGHT,
+            fx=focal,
+            fy=focal,
             cx=width / 2.0,
             cy=height / 2.0,
         )
