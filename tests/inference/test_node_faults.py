@@ -184,11 +184,19 @@ def test_failing_models_are_answered_by_the_rules_and_the_model_returns(
     valid_id = drop('valid', 15)
     for result in harness.send_lockstep(stamps_from(203, 3), node):
         assert (result.source, result.model_id, result.fallback_reason) == ('model', valid_id, '')
+    # the other encodings of the contract give the same answer: bgr8 colour, 16UC1 / mono16 millimetres
+    reference = harness.exactly_one_each(stamps_from(203, 1))[0]
+    harness.rgb_fields = array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), 'bgr8')
+    for offset, encoding in enumerate(('16UC1', 'mono16')):
+        harness.depth_fields = depth_m_to_image(depth, encoding)
+        [other] = harness.send_lockstep(stamps_from(204 + offset, 1), node)
+        assert (other.source, other.model_id, other.label) == ('model', valid_id, reference.label)
+        np.testing.assert_allclose(other.scores, reference.scores, atol=0.05)
     harness.wait_diag(
         lambda d: (
             d.get('fallback_bad_output') == '3'
             and d.get('fallback_run_error') == '3'
-            and d.get('source_model') == '3'
+            and d.get('source_model') == '5'
             and int(d.get('model_failures', '0')) >= 9
         ),
         'the failures counted by kind',
