@@ -49,6 +49,7 @@ __all__ = ['IntrinsicsError', 'RuleConfig', 'RuleDetector', 'RuleResult']
 
 DEFECT_CLASSES: tuple[str, ...] = ('porosity', 'spatter', 'gap', 'undercut')
 _PLANE_STRIDE = 3  # px between the pixels the plate planes are fitted on
+_PIT_REFERENCE_STRETCHES = 5  # seam stretches (of seam_step_mm) whose median is a pit's reference
 
 
 class IntrinsicsError(WeldError, ValueError):
@@ -93,7 +94,7 @@ class RuleConfig:
     # and its factor times the frame's depth noise (robust spread of the plate around its plane).
     # --- porosity: pits on the crown
     pit_depth_mm: float = 0.15
-    pit_noise_factor: float = 2.4
+    pit_noise_factor: float = 2.9
     pit_softness_mm: float = 0.08
     pit_smoothing_px: float = 0.7
     # fraction of the bead half-width around the centre line that is crown
@@ -603,8 +604,14 @@ class RuleDetector:
         noise_mm: float,
     ) -> dict[str, float]:
         cfg = self.config
+        # a pore as long as one stretch would be its own reference: the reference of a stretch is the
+        # median of it and its neighbours along the seam
+        half = _PIT_REFERENCE_STRETCHES // 2
+        padded = np.pad(grid.means, ((half, half), (0, 0)), constant_values=np.nan)
+        windows = np.stack([padded[i : i + grid.means.shape[0]] for i in range(2 * half + 1)], axis=-1)
+        reference = _nanmedian_rows(windows.reshape(-1, 2 * half + 1))
         local = np.full(heights.shape, np.nan, dtype=np.float32)
-        local[grid.near] = grid.means.ravel()[grid.keys]
+        local[grid.near] = reference[grid.keys]
         crown = (
             grid.near & (np.abs(offset - centre) <= cfg.crown_band_fraction * half_width) & np.isfinite(local)
         )
