@@ -207,6 +207,15 @@ def test_stains_glare_and_dropout_leave_a_clean_weld_good(detector: RuleDetector
     assert result.measurements['valid_depth_fraction'] < 0.99
 
 
+@pytest.mark.parametrize('seed', [16, 17])
+def test_heavy_dropout_raises_no_false_defects(detector: RuleDetector, seed: int) -> None:
+    clean = bead_scene(30.0)
+    assert detector(*clean.frame(seed=seed, noise_mm=0.15, dropout=0.4)).label == 'good'
+    pitted = bead_scene(30.0)
+    add_pit(pitted, along_mm=3.0, radius_mm=1.0, depth_mm=0.8)
+    assert detector(*pitted.frame(seed=seed, noise_mm=0.15, dropout=0.4)).label == 'porosity'
+
+
 def test_plates_at_different_heights_are_levelled(detector: RuleDetector) -> None:
     scene = bead_scene(15.0)
     result = detector(*scene.frame(seed=8, plate_step_mm=0.35))

@@ -196,6 +196,19 @@ def _blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _support(valid: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+    """sqrt of the share of a pixel's smoothing kernel (inside ``region``) that has depth.
+
+    A mean over fewer pixels is noisier by 1/sqrt(share): multiplying a smoothed deviation by this
+    keeps holes in the depth (dropout) from producing pits and droplets out of noise.
+    """
+    have = cv2.GaussianBlur(valid.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    could = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    share = np.zeros_like(have)
+    np.divide(have, could, out=share, where=could > 1e-3)
+    return np.sqrt(np.clip(share, 0.0, 1.0))
+
+
 def _box_mean(values: np.ndarray, weight: np.ndarray, size: int) -> np.ndarray:
     """Box mean over ``size`` px that ignores pixels of weight 0 (cost independent of the size)."""
     num = cv2.blur(values * weight, (size, size), borderType=cv2.BORDER_REFLECT)
@@ -612,9 +625,8 @@ class RuleDetector:
         reference = _nanmedian_rows(windows.reshape(-1, 2 * half + 1))
         local = np.full(heights.shape, np.nan, dtype=np.float32)
         local[grid.near] = reference[grid.keys]
-        crown = (
-            grid.near & (np.abs(offset - centre) <= cfg.crown_band_fraction * half_width) & np.isfinite(local)
-        )
+        band = np.abs(offset - centre) <= cfg.crown_band_fraction * half_width
+        crown = grid.near & band & np.isfinite(local)
         if crown.sum() < 20:
             return {'pit_count': 0.0, 'max_pit_depth_mm': 0.0, 'pit_threshold_mm': cfg.pit_depth_mm}
         residual = np.where(crown, heights - local, 0).astype(np.float32)
@@ -631,6 +643,7 @@ class RuleDetector:
         ripple = np.where(counts >= 3, ripple_kept, ripple)
         residual[crown] -= ripple[t_key].astype(np.float32)
         smooth = _blur(residual, crown.astype(np.float32), cfg.pit_smoothing_px)
+        smooth *= _support(crown, band, cfg.pit_smoothing_px)
         threshold = max(cfg.pit_depth_mm, cfg.pit_noise_factor * noise_mm)
         deep = (smooth < -0.5 * threshold) & crown
         count, labels, _stats, _ = cv2.connectedComponentsWithStats(deep.astype(np.uint8), connectivity=8)
@@ -727,6 +740,8 @@ class RuleDetector:
         weight = plate.astype(np.float32)
         values = np.where(plate, heights, 0).astype(np.float32)
         fine = _blur(values, weight, cfg.droplet_smoothing_px)
+        region = (offset < left_toe - clearance) | (offset > right_toe + clearance)
+        fine *= _support(plate, region, cfg.droplet_smoothing_px)
         background = _box_mean(values, weight, max(7, round(2.5 * cfg.droplet_max_diameter_mm / mm_per_px)))
         relief = np.where(plate, fine - background, 0)
         threshold = max(cfg.droplet_height_mm, cfg.droplet_noise_factor * noise_mm)
