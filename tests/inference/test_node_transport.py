@@ -51,18 +51,22 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
         args += ['-p', override]
     node = spawn_node(args, name='inference')
     harness.wait_ready(node)
-    info = CameraInfo(height=240, width=320, k=[300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0])
-    info_pub.publish(info)
-
+    # intrinsics of a 640x480 sensor with fx = 800 px: the node scales them to these 320x240 images
+    # (fx 400 px), so the rules see 0.25 mm per pixel where their default (300 px) would give 0.33
+    info = CameraInfo(height=480, width=640, k=[800.0, 0.0, 319.5, 0.0, 800.0, 239.5, 0.0, 0.0, 1.0])
     stamps = stamps_from(400, 3, period_ms=300)
-    for result in harness.send_lockstep(stamps, node):
+    for stamp in stamps:
+        info_pub.publish(info)
+        [result] = harness.send_lockstep([stamp], node)
         assert (result.source, result.model_id) == ('model', model_id)
     ros_node.wait_for(
         lambda: all(s in measurements for s in stamps), 10.0, 'the rules measurements of each pair'
     )
     with lock:
-        width_mm = float(measurements[stamps[-1]]['bead_width_mm'])
-    assert width_mm == pytest.approx(6.0, abs=1.5)
+        last = measurements[stamps[-1]]
+    plate_mm = float(last['plate_distance_mm'])
+    assert float(last['mm_per_px']) == pytest.approx(plate_mm / 400.0, rel=0.02)
+    assert float(last['bead_width_mm']) == pytest.approx(6.0 * 300.0 / 400.0, abs=1.2)
 
     # a burst at 50 Hz into a 4 Hz limit: most pairs are skipped, none is answered twice or lost
     burst = stamps_from(410, 25, period_ms=20)

@@ -45,15 +45,26 @@ STATUS_NAME = 'weld_inference: inference'
 
 
 @dataclass(frozen=True)
-class Received:
-    msg: Any
-    received_ns: int  # time.perf_counter_ns() when the message reached the node
+class Job:
+    pair: FramePair[Any]  # the rgb and depth messages
+    paired_ns: int  # time.perf_counter_ns() when the pair was complete: latency starts here
 
 
 @dataclass(frozen=True)
-class Job:
-    pair: FramePair[Received]
-    paired_ns: int  # time.perf_counter_ns() when the pair was complete: latency starts here
+class Intrinsics:
+    """The last camera_info's focal lengths and principal point, for images of its size."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def for_size(self, height: int, width: int) -> dict[str, float]:
+        """Scaled to an image of another resolution (a driver may publish info for the full sensor)."""
+        sx, sy = width / self.width, height / self.height
+        return {'fx': self.fx * sx, 'fy': self.fy * sy, 'cx': self.cx * sx, 'cy': self.cy * sy}
 
 
 def _descriptor(kind: int, description: str, **ranges: Any) -> ParameterDescriptor:
@@ -208,9 +219,8 @@ class InferenceNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         p = self._declare_parameters()
         self.stats = InferenceStats()
-        self.pairer: FramePairer[Received] = FramePairer(slop_ns=int(p['slop_ms'] * 1e6))
-        self._intrinsics: dict[str, float] | None = None
-        self._intrinsics_size: tuple[int, int] | None = None
+        self.pairer: FramePairer[Any] = FramePairer(slop_ns=int(p['slop_ms'] * 1e6))
+        self._intrinsics: Intrinsics | None = None
         self._last_measurements: dict[str, float] = {}
         self._rules_on_every_pair = bool(p['rules_on_every_pair'])
 
@@ -265,31 +275,22 @@ class InferenceNode(Node):
 
     # --- subscriptions: cheap, never wait for inference ------------------------------------------
     def _on_rgb(self, msg: Any) -> None:
-        received = Received(msg, time.perf_counter_ns())
-        for pair in self.pairer.add_rgb(stamp_to_ns(msg.header.stamp), received):
+        for pair in self.pairer.add_rgb(stamp_to_ns(msg.header.stamp), msg):
             self.worker.submit(Job(pair, time.perf_counter_ns()))
 
     def _on_depth(self, msg: Any) -> None:
-        received = Received(msg, time.perf_counter_ns())
-        for pair in self.pairer.add_depth(stamp_to_ns(msg.header.stamp), received):
+        for pair in self.pairer.add_depth(stamp_to_ns(msg.header.stamp), msg):
             self.worker.submit(Job(pair, time.perf_counter_ns()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         fx, fy, cx, cy = float(msg.k[0]), float(msg.k[4]), float(msg.k[2]), float(msg.k[5])
-        if fx > 0 and fy > 0:
-            self._intrinsics = {'fx': fx, 'fy': fy, 'cx': cx, 'cy': cy}
-            self._intrinsics_size = (int(msg.height), int(msg.width))
-
-    def _intrinsics_for(self, height: int, width: int) -> dict[str, float] | None:
-        intrinsics, size = self._intrinsics, self._intrinsics_size
-        if intrinsics is None or size is None or size[1] <= 0:
-            return None
-        scale = width / size[1]
-        return {key: value * scale for key, value in intrinsics.items()}
+        if fx > 0 and fy > 0 and msg.width > 0 and msg.height > 0:
+            # one object, swapped whole: the worker thread never sees half an update
+            self._intrinsics = Intrinsics(fx, fy, cx, cy, int(msg.width), int(msg.height))
 
     # --- the worker thread ---------------------------------------------------------------------
     def _handle(self, job: Job) -> None:
-        rgb_msg, depth_msg = job.pair.rgb.msg, job.pair.depth.msg
+        rgb_msg, depth_msg = job.pair.rgb, job.pair.depth
         try:
             rgb = rgb_from_msg(rgb_msg)
             depth_m = depth_m_from_msg(depth_msg)
@@ -304,7 +305,8 @@ class InferenceNode(Node):
                 f'pair at {job.pair.stamp_ns} ns not classified: {exc}', throttle_duration_sec=WARN_PERIOD_S
             )
             return
-        intrinsics = self._intrinsics_for(*depth_m.shape)
+        camera = self._intrinsics
+        intrinsics = camera.for_size(*depth_m.shape) if camera is not None else None
         decision = self.engine.classify(rgb, depth_m, intrinsics)
         result = DefectResult(
             header=rgb_msg.header,
