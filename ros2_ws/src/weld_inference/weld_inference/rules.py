@@ -476,7 +476,11 @@ class RuleDetector:
         heights = np.where(valid, heights, np.nan).astype(np.float32)
 
         reach = int(max(abs(left_toe), abs(right_toe)) + 2.0 * cfg.toe_zone_mm / mm_per_px + 4)
-        grid = self._seam_grid(heights, valid, along, offset, reach, max(4.0, cfg.seam_step_mm / mm_per_px))
+        step_px = max(4.0, cfg.seam_step_mm / mm_per_px)
+        grid = self._seam_grid(heights, valid, along, offset, reach, step_px)
+        # share of the pixels around the seam that have depth: dropout leaves noisier cell means
+        around = int(np.count_nonzero(np.abs(offset) <= reach))
+        measurements['seam_depth_coverage'] = np.count_nonzero(grid.near) / around if around else 1.0
         centre = (left_toe + right_toe) / 2.0
         measurements.update(self._pits(heights, grid, along, offset, half_width, centre, noise_mm))
         measurements.update(self._fill(heights, valid, along, offset, half_width, crown_mm, mm_per_px))
@@ -492,9 +496,10 @@ class RuleDetector:
         evidence['gap'] = _logistic(
             measurements['missing_fill_length_mm'], cfg.gap_length_mm, cfg.gap_softness_mm
         )
-        # the groove measure is a minimum over many noisy cells: its level on a clean weld follows the
-        # depth noise, so the threshold does too
-        groove_threshold = max(cfg.undercut_depth_mm, cfg.groove_noise_factor * noise_mm)
+        # the groove measure is a minimum over many noisy cell means: its level on a clean weld follows
+        # the depth noise and, where dropout thins the cells, the noise of fewer pixels
+        cell_noise_mm = noise_mm / math.sqrt(max(measurements['seam_depth_coverage'], 0.1))
+        groove_threshold = max(cfg.undercut_depth_mm, cfg.groove_noise_factor * cell_noise_mm)
         measurements['groove_threshold_mm'] = groove_threshold
         evidence['undercut'] = _logistic(
             measurements['toe_groove_depth_mm'], groove_threshold, cfg.undercut_softness_mm
