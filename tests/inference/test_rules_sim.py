@@ -1,7 +1,7 @@
 """The rule-based detector on frames of the project's simulator (weld_camera.sim): a recall floor.
 
 50 frames, 10 per class, seed 2 (the thresholds were tuned by looking at seed 0 and recorded
-sessions s01-s04). The rules reach a macro-recall of 0.82 on exactly these frames; the floors are
+sessions s01-s04). The rules reach a macro-recall of 0.92 on exactly these frames; the floors are
 well below that so the test fails when the rules break, not when a threshold moves a little.
 ``bench/bench_rules.py`` prints the full figures on 300 frames of another seed.
 """
@@ -31,7 +31,7 @@ def test_macro_recall_floor_on_simulator_frames() -> None:
         confusion[DEFAULT_CLASSES.index(frame.label), DEFAULT_CLASSES.index(result.label)] += 1
     recall = dict(zip(DEFAULT_CLASSES, confusion.diagonal() / confusion.sum(axis=1), strict=True))
     report = f'recall per class {recall}\nconfusion (rows truth):\n{confusion}'
-    assert np.mean(list(recall.values())) >= 0.55, report
+    assert np.mean(list(recall.values())) >= 0.65, report
     assert recall['good'] >= 0.7, report  # false alarms stay rare
-    assert recall['gap'] >= 0.6, report
-    assert min(recall.values()) >= 0.2, report
+    assert recall['gap'] >= 0.7, report
+    assert min(recall.values()) >= 0.4, report
