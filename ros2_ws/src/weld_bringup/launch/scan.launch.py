@@ -21,17 +21,17 @@ def _nodes(context: LaunchContext) -> list[Node]:
     arguments = {arg.name: LaunchConfiguration(arg.name).perform(context) for arg in graph.LAUNCH_ARGS}
     return [
         Node(
-            package=launch.spec.package,
-            executable=launch.spec.executable,
-            name=launch.spec.name,
+            package=planned.spec.package,
+            executable=planned.spec.executable,
+            name=planned.spec.name,
             # launch arguments are text: keep '0042' or 'true' as the string the parameter expects
             parameters=[
-                *(str(path) for path in launch.params_files),
-                {name: ParameterValue(value, value_type=str) for name, value in launch.overrides.items()},
+                *(str(path) for path in planned.params_files),
+                {name: ParameterValue(value, value_type=str) for name, value in planned.overrides.items()},
             ],
             output='screen',
         )
-        for launch in graph.resolve(arguments, graph.config_dir())
+        for planned in graph.resolve(arguments, graph.config_dir())
     ]
 
 
