@@ -65,12 +65,24 @@ def call(ros_node: Any, service_type: Any, name: str, request: Any, timeout_s: f
     return future.result()
 
 
-def wait_for_start(ros_node: Any, process: Any) -> None:
-    """Wait for a (re)started labeler's log line: a killed one's services may still look alive."""
+def call_restarted(ros_node: Any, process: Any, service_type: Any, name: str, request: Any) -> Any:
+    """Call a restarted labeler's idempotent service, retrying: until DDS notices that the killed
+    labeler is gone, its stale endpoint makes the service look ready and a request sent before the
+    new server is matched is lost."""
     ros_node.wait_for(
         lambda: 'labelling /weld' in process.output, 20.0, f'the labeler start\n{process.output}'
     )
-    time.sleep(1.0)  # discovery of the new service endpoints
+    for _ in range(8):
+        client = ros_node.node.create_client(service_type, name)
+        assert client.wait_for_service(timeout_sec=20.0), f'no service {name}'
+        future = client.call_async(request)
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ros_node.node.destroy_client(client)
+        if future.done():
+            return future.result()
+    raise AssertionError(f'no answer from the restarted labeler on {name}\n{process.output}')
 
 
 def cli(ros_env: dict[str, str], repo_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -242,8 +254,9 @@ def test_sigkill_mid_session_keeps_recorded_pairs_and_next_start_recovers_them(
     assert [label.label for label in labels] == ['porosity'] * 3 + ['gap'] * 2
 
     second = spawn_node(labeler_args(tmp_path), name='restarted')
-    wait_for_start(ros_node, second)
-    listed = call(ros_node, ListSessions, '/weld_labeler/list_sessions', ListSessions.Request())
+    listed = call_restarted(
+        ros_node, second, ListSessions, '/weld_labeler/list_sessions', ListSessions.Request()
+    )
     assert list(listed.session_ids) == [started.session_id] and list(listed.pairs_recorded) == [5]
     assert f'recovery: {started.session_id}: recovered 5 pairs, 5 labels' in second.output
     stamps, recovered_labels = read_bag(bag)
