@@ -4,6 +4,7 @@ with latest-frame-wins (skipped pairs counted, every other pair answered once).
 """
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 
+from tests.conftest import fastdds_shm_files
+from tests.foundation.test_dds_between_processes import _held_by_live_processes
 from tests.inference.frames import weld_frame
 from tests.inference.harness import InferenceHarness, stamps_from
 from tests.inference.models import write_model
@@ -49,6 +52,7 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
         'max_rate_hz:=4.0',
     ):
         args += ['-p', override]
+    shm_before = fastdds_shm_files()
     node = spawn_node(args, name='inference')
     harness.wait_ready(node)
     # intrinsics of a 640x480 sensor with fx = 800 px: the node scales them to these 320x240 images
@@ -80,3 +84,6 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
     assert max(counts) == 1 and 2 <= sum(counts) <= 10, counts
     assert counts[-1] == 1, 'latest-frame-wins: the newest pair must be answered'
     assert node.stop() == 0, node.output
+    time.sleep(0.5)
+    leftover = fastdds_shm_files() - shm_before - _held_by_live_processes()
+    assert not leftover, f'Ctrl-C left Fast DDS shared memory behind: {sorted(leftover)}'
