@@ -324,11 +324,11 @@ def sample_scene(
         Island(
             float(rng.uniform(*island_span)),
             float(rng.uniform(-0.4, 0.4) * half_width),
-            float(rng.uniform(0.5, 2.5)),
-            float(rng.uniform(0.3, 1.0)),
-            float(rng.uniform(0.35, 0.65)),
+            float(rng.uniform(1.5, 4.5)),
+            float(rng.uniform(0.8, 2.0)),
+            float(rng.uniform(0.2, 0.45)),
         )
-        for _ in range(int(rng.choice([0, 0, 0, 1, 2, 3])))
+        for _ in range(int(rng.choice([0, 0, 0, 1, 1, 2])))
     )
 
     scene = SceneParams(
