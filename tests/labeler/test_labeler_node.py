@@ -346,9 +346,18 @@ def test_pairs_within_the_slop_over_reliable_qos_are_labelled_with_the_rgb_stamp
     )
     answer = call(ros_node, Capture, '/weld_labeler/capture', Capture.Request(label='gap', count=3, note='n'))
     assert answer.success and answer.captured == 3, answer.message + labeler.output
-    stopped = call(ros_node, StopSession, '/weld_labeler/stop_session', StopSession.Request())
+    # Ctrl-C with the auto-started session still open: the labeler closes the bag on its way out
+    assert labeler.stop() == 0, labeler.output
+    bag = tmp_path / 'sessions' / answer.session_id
+    assert not needs_recovery(bag)
+    session = yaml.safe_load((bag / 'session.yaml').read_text())
+    assert (session['state'], session['stop_reason'], session['name']) == (
+        'stopped',
+        'labeler shut down',
+        'auto',
+    )
     store = weld_typestore()
-    with Reader(Path(stopped.bag_path)) as reader:
+    with Reader(bag) as reader:
         found = {c.topic: [] for c in reader.connections}
         for connection, timestamp, data in reader.messages():
             found[connection.topic].append((timestamp, store.deserialize_cdr(data, connection.msgtype)))
@@ -357,4 +366,3 @@ def test_pairs_within_the_slop_over_reliable_qos_are_labelled_with_the_rgb_stamp
     assert [d - r for r, d in zip(rgb, depth, strict=True)] == [4_000_000] * 3
     assert [stamp_to_ns(m.header.stamp) for _, m in found['/weld/labels']] == rgb
     assert found[DEPTH][0][1].encoding == '16UC1'
-    assert labeler.stop() == 0, labeler.output

@@ -48,6 +48,23 @@ def write_pairs(recorder: BagRecorder, count: int, labelled: set[int]) -> None:
         recorder.write(prepared)
 
 
+def assert_valid_rosbag2_metadata(bag: Path, storage: str, messages: int) -> None:
+    """The metadata.yaml keys `ros2 bag info` (Humble and later) reads, consistent with the data file."""
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['version'] == 8 and info['storage_identifier'] == storage
+    (data_file,) = info['relative_file_paths']
+    assert (bag / data_file).is_file() and data_file.endswith('.mcap' if storage == 'mcap' else '.db3')
+    assert (
+        info['message_count']
+        == messages
+        == sum(t['message_count'] for t in info['topics_with_message_count'])
+    )
+    for topic in info['topics_with_message_count']:
+        assert isinstance(topic['topic_metadata']['offered_qos_profiles'], str)  # Humble parses a string
+        assert topic['topic_metadata']['serialization_format'] == 'cdr'
+    assert info['duration']['nanoseconds'] >= 0 and info['starting_time']['nanoseconds_since_epoch'] > 0
+
+
 def read_bag(path: Path) -> dict[str, list[tuple[int, object]]]:
     store = weld_typestore()
     found: dict[str, list[tuple[int, object]]] = {}
@@ -67,7 +84,7 @@ def test_raw_round_trip_holds_pairs_infos_and_labels(tmp_path: Path, storage: st
     recorder.close({'weldvision.name': 'plate 7'})
 
     metadata = yaml.safe_load((tmp_path / 'bag' / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
-    assert metadata['version'] == 8
+    assert_valid_rosbag2_metadata(tmp_path / 'bag', storage, messages=6 * 4 + 3)
     assert metadata['custom_data'] == {'weldvision.name': 'plate 7'}
     found = read_bag(tmp_path / 'bag')
     assert len(found['/weld/rgb/image_raw']) == len(found['/weld/depth/image_raw']) == 6
@@ -167,6 +184,7 @@ def test_pairs_written_before_sigkill_are_readable_and_recovered(
     recovered = recover_bag(bag, {'weldvision.state': 'recovered'})
     assert recovered.messages == 22
     assert not needs_recovery(bag)
+    assert_valid_rosbag2_metadata(bag, storage, messages=22)
     assert (bag / 'session.yaml').read_text() == 'session_id: x\n'
     assert not (tmp_path / '.recovering' / 'bag').exists()
     found = read_bag(bag)

@@ -400,8 +400,12 @@ class LabelerNode(Node):
         stopped_by_guard = (
             values['last_stop_reason'].startswith('recording stopped') and not values['active_session']
         )
+        not_recorded = int(values['pairs_not_recorded'])
         if stopped_by_guard:
             status.level, status.message = DiagnosticStatus.ERROR, values['last_stop_reason']
+        elif not_recorded:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'{not_recorded} pair(s) not recorded (bad frames or the write queue was full)'
         elif values['active_session']:
             status.level, status.message = (
                 DiagnosticStatus.OK,
