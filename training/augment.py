@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 
 from weld_core.preprocess import RGB_CHANNELS, Preprocessor
 
-SURFACE_CHANNELS = ('height', 'relief', 'relief_min', 'relief_max')
+SURFACE_CHANNELS = ('height', 'relief', 'relief_min', 'relief_max', 'pits', 'bumps')
 
 
 @dataclass(frozen=True)

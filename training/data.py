@@ -82,8 +82,8 @@ class WeldDataModule(pl.LightningDataModule):
     def __init__(
         self,
         dataset_dir: str,
-        channels: str = 'rgb,depth',
-        input_size: tuple[int, int] = (120, 160),
+        channels: str = 'rgb,height,relief_min,relief_max,pits,bumps,valid',
+        input_size: tuple[int, int] = (60, 80),
         batch_size: int = 32,
         num_workers: int = 0,
         balanced_sampler: bool = False,

@@ -23,9 +23,19 @@ class WeldClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        input_channels: tuple[str, ...] = ('r', 'g', 'b', 'height', 'relief', 'valid'),
+        input_channels: tuple[str, ...] = (
+            'r',
+            'g',
+            'b',
+            'height',
+            'relief_min',
+            'relief_max',
+            'pits',
+            'bumps',
+            'valid',
+        ),
         class_names: tuple[str, ...] = ('good', 'porosity', 'spatter', 'gap', 'undercut'),
-        input_size: tuple[int, int] = (120, 160),
+        input_size: tuple[int, int] = (60, 80),
         class_weights: list[float] | None = None,
         model_name: str = 'compact',
         model_kwargs: dict[str, Any] | None = None,

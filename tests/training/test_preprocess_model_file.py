@@ -44,20 +44,20 @@ def test_height_is_measured_from_the_fitted_plate_whatever_its_tilt() -> None:
     assert plane is not None and plane[0] == pytest.approx(4e-5, rel=1e-3)
 
 
-def test_downscaled_input_keeps_a_small_pit_visible() -> None:
-    rgb, depth = _tilted_plate_with_bump(0.0)
-    depth = np.tile(depth, (2, 2))
-    rgb = np.zeros((*depth.shape, 3), np.uint8)
+def test_downscaled_input_keeps_small_pits_and_bumps_visible() -> None:
+    ys, xs = np.mgrid[0:240, 0:320].astype(np.float32)
+    depth = (0.1 + 4e-5 * xs + 2e-5 * ys).astype(np.float32)
     depth[101:104, 101:104] += 1e-3  # a pore of 3x3 pixels (about 1 mm), 1 mm deep
-    pre = Preprocessor(
-        input_size=(120, 160),
-        channels=('relief', 'relief_min', 'relief_max'),
-        normalization={'relief': (0, 1), 'relief_min': (0, 1), 'relief_max': (0, 1)},
-    )
-    relief, deepest, highest = pre(rgb, depth)
-    assert relief[51, 51] < -0.2  # area averaging keeps it; a nearest-neighbour resize could skip it
-    assert deepest[51, 51] < relief[51, 51] - 0.1  # the block minimum keeps more of its depth
-    assert highest[50, 50] <= 0.05 and abs(deepest[10, 10]) < 0.05
+    depth[200:203, 40:43] -= 1e-3  # a spatter droplet, 1 mm high
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    names = ('relief', 'relief_min', 'pits', 'bumps')
+    pre = Preprocessor(input_size=(120, 160), channels=names, normalization=dict.fromkeys(names, (0.0, 1.0)))
+    relief, deepest, pits, bumps = pre(rgb, depth)
+    assert relief[51, 51] < -0.1  # area averaging keeps it; a nearest-neighbour resize could skip it
+    assert deepest[51, 51] < relief[51, 51] - 0.05  # the block minimum keeps more of its depth
+    assert pits[51, 51] > 0.4 and bumps[51, 51] < 0.05
+    assert bumps[100, 20] > 0.4 and pits[100, 20] < 0.05
+    assert pits[10:40, 120:150].max() < 0.05 and bumps[10:40, 120:150].max() < 0.05  # flat plate
 
 
 def test_metadata_round_trip_and_bad_metadata() -> None:

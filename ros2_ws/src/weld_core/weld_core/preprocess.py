@@ -15,9 +15,10 @@ where the sensor gave no data (those pixels are 0 in the height channels).
 Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``height`` (mm above the plate), ``relief`` (mm
 above the local surface), ``relief_min`` / ``relief_max`` (the deepest pit / highest bump of the
-relief within each input pixel's block of sensor pixels) and ``valid`` (share of sensor pixels with
-depth). ``rgb`` and ``depth`` are accepted as
-shorthands for ``r,g,b`` and ``height,relief,valid``.
+relief within each input pixel's block of sensor pixels), ``pits`` / ``bumps`` (black / white
+morphological top-hat of the height, mm: cavities and raised specks narrower than ``tophat_px``
+sensor pixels, block maximum) and ``valid`` (share of sensor pixels with depth). ``rgb`` and
+``depth`` are accepted as shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
 
 import json
@@ -31,12 +32,12 @@ import numpy as np
 from weld_core.errors import WeldError
 
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
-DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'relief_min', 'relief_max', 'valid')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'relief_min', 'relief_max', 'pits', 'bumps', 'valid')
 ALL_CHANNELS: tuple[str, ...] = RGB_CHANNELS + DEPTH_CHANNELS
 _SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
 # how a depth feature is brought down to the input size: block min/max keep a one-pixel pit or
 # bump at full strength, the rest are area averages
-_POOLING = {'relief_min': 'min', 'relief_max': 'max'}
+_POOLING = {'relief_min': 'min', 'relief_max': 'max', 'pits': 'max', 'bumps': 'max'}
 
 PREPROCESS_VERSION = '1'
 
@@ -49,6 +50,8 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'relief': (0.0, 0.1),
     'relief_min': (0.0, 0.1),
     'relief_max': (0.0, 0.1),
+    'pits': (0.0, 0.2),
+    'bumps': (0.0, 0.2),
     'valid': (0.0, 1.0),
 }
 
@@ -61,6 +64,7 @@ PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'height_clip_mm',
     'relief_sigma_px',
     'relief_denoise_px',
+    'tophat_px',
     'plane_fit',
     'preprocess_version',
 )
@@ -147,7 +151,8 @@ class Preprocessor:
     depth_range_m: tuple[float, float] = (0.03, 2.0)
     height_clip_mm: float = 8.0
     relief_sigma_px: float = 4.0
-    relief_denoise_px: float = 1.0
+    relief_denoise_px: float = 1.5
+    tophat_px: int = 9
 
     DEPTH_UNITS: ClassVar[str] = 'm'
     PLANE_FIT: ClassVar[str] = 'robust_plane'
@@ -175,6 +180,9 @@ class Preprocessor:
         object.__setattr__(self, 'depth_range_m', (near, far))
         if self.height_clip_mm <= 0 or self.relief_sigma_px <= 0 or self.relief_denoise_px < 0:
             raise PreprocessError('height_clip_mm and relief_sigma_px must be > 0, relief_denoise_px >= 0')
+        if not 3 <= int(self.tophat_px) <= 63:
+            raise PreprocessError(f'tophat_px must be 3..63, got {self.tophat_px}')
+        object.__setattr__(self, 'tophat_px', int(self.tophat_px))
         if self.relief_denoise_px >= self.relief_sigma_px:
             raise PreprocessError('relief_denoise_px must be smaller than relief_sigma_px')
 
@@ -198,6 +206,7 @@ class Preprocessor:
             'height_clip_mm': f'{self.height_clip_mm:g}',
             'relief_sigma_px': f'{self.relief_sigma_px:g}',
             'relief_denoise_px': f'{self.relief_denoise_px:g}',
+            'tophat_px': str(self.tophat_px),
             'plane_fit': self.PLANE_FIT,
             'preprocess_version': PREPROCESS_VERSION,
         }
@@ -225,6 +234,7 @@ class Preprocessor:
             height_clip_mm = float(metadata['height_clip_mm'])
             relief_sigma_px = float(metadata['relief_sigma_px'])
             relief_denoise_px = float(metadata['relief_denoise_px'])
+            tophat_px = int(metadata['tophat_px'])
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise PreprocessError(f'malformed preprocessing metadata: {exc}') from exc
         return cls(
@@ -235,6 +245,7 @@ class Preprocessor:
             height_clip_mm=height_clip_mm,
             relief_sigma_px=relief_sigma_px,
             relief_denoise_px=relief_denoise_px,
+            tophat_px=tophat_px,
         )
 
     # --- the transform ---------------------------------------------------------------------
@@ -264,9 +275,27 @@ class Preprocessor:
                 else height_mm
             )
             relief_mm = np.where(valid, detail - surface, 0.0).astype(np.float32)
+            # morphological top-hats: pits (pores, grooves) and bumps (spatter) narrower than the
+            # kernel, measured against the surrounding surface; no-data pixels take the smooth
+            # surface so a dropout is not mistaken for a pit
+            filled = np.where(valid, detail, surface).astype(np.float32)
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.tophat_px, self.tophat_px))
+            pits_mm = np.where(valid, cv2.morphologyEx(filled, cv2.MORPH_BLACKHAT, kernel), 0.0).astype(
+                np.float32
+            )
+            bumps_mm = np.where(valid, cv2.morphologyEx(filled, cv2.MORPH_TOPHAT, kernel), 0.0).astype(
+                np.float32
+            )
         else:
             valid = np.zeros(depth.shape, bool)
-        return {'height': height_mm, 'relief': relief_mm, 'valid': valid.astype(np.float32)}
+            pits_mm = bumps_mm = relief_mm
+        return {
+            'height': height_mm,
+            'relief': relief_mm,
+            'pits': pits_mm,
+            'bumps': bumps_mm,
+            'valid': valid.astype(np.float32),
+        }
 
     @staticmethod
     def _masked_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
