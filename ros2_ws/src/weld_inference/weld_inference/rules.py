@@ -49,6 +49,7 @@ __all__ = ['IntrinsicsError', 'RuleConfig', 'RuleDetector', 'RuleResult']
 
 DEFECT_CLASSES: tuple[str, ...] = ('porosity', 'spatter', 'gap', 'undercut')
 _PLANE_STRIDE = 3  # px between the pixels the plate planes are fitted on
+_BORDER_PX = 3  # pits and droplets are looked for this far inside the image
 _PIT_REFERENCE_STRETCHES = 5  # seam stretches (of seam_step_mm) whose median is a pit's reference
 
 
@@ -93,7 +94,7 @@ class RuleConfig:
     # makes on a clean weld (the extremes of many noisy pixels); each defect must exceed its mm floor
     # and its factor times the frame's depth noise (robust spread of the plate around its plane).
     # --- porosity: pits on the crown
-    pit_depth_mm: float = 0.15
+    pit_depth_mm: float = 0.2
     pit_noise_factor: float = 2.9
     pit_softness_mm: float = 0.08
     pit_smoothing_px: float = 0.7
@@ -108,7 +109,7 @@ class RuleConfig:
     # plate strip next to the toes left out of the droplet search (toe ripples, grooves)
     droplet_toe_clearance_mm: float = 0.6
     spatter_min_count: float = 1.0
-    spatter_softness: float = 0.6
+    spatter_softness: float = 0.3
     # --- gap: missing fill along the seam
     # a seam stretch is unfilled where the crown is below this fraction of the nominal bead height
     fill_fraction: float = 0.5
@@ -194,6 +195,13 @@ def _blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
     out = np.zeros_like(values)
     np.divide(num, den, out=out, where=den > 1e-3)
     return out
+
+
+def _interior(shape: tuple[int, ...]) -> np.ndarray:
+    """Pixels away from the image border: a pit or droplet cut by the border cannot be measured."""
+    inside = np.zeros(shape, dtype=bool)
+    inside[_BORDER_PX:-_BORDER_PX, _BORDER_PX:-_BORDER_PX] = True
+    return inside
 
 
 def _support(valid: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
@@ -366,7 +374,7 @@ class RuleDetector:
         self, x: np.ndarray, y: np.ndarray, z: np.ndarray, fx: float, fy: float, iterations: int = 5
     ) -> tuple[_Plane, float] | None:
         """Robust plane through points (x, y centred pixels, z metres); returns it and the noise in mm."""
-        cfg_points = 3000  # plenty for three parameters; the medians dominate the cost
+        cfg_points = 2000  # plenty for three parameters; the medians dominate the cost
         if z.size < 20:
             return None
         if z.size > cfg_points:
@@ -523,16 +531,21 @@ class RuleDetector:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """Seam coordinates of every pixel: (position along the seam, signed offset from its centre) in px."""
         cfg = self.config
-        smooth = _blur(heights * weight, weight, 1.5)
-        strength = np.abs(smooth) * weight
+        # half resolution is plenty for a direction and a quadratic through the seam
+        rows, cols = heights.shape[0] // 2, heights.shape[1] // 2
+        weight_half = cv2.resize(weight[: 2 * rows, : 2 * cols], (cols, rows), interpolation=cv2.INTER_AREA)
+        heights_half = cv2.resize(
+            (heights * weight)[: 2 * rows, : 2 * cols], (cols, rows), interpolation=cv2.INTER_AREA
+        )
+        smooth = _blur(heights_half, weight_half, 0.75)
+        strength = np.abs(smooth) * (weight_half > 0.5)
         seam = strength > cfg.seam_min_height_mm
         if seam.sum() < cfg.min_seam_fraction * seam.size:
             return None
-        # every other seam pixel is plenty for a direction and a quadratic
-        seam[1::2, :] = False
-        seam[:, 1::2] = False
         w = strength[seam].astype(np.float64)
-        px, py = xc[seam].astype(np.float64), yc[seam].astype(np.float64)
+        # a half-resolution pixel covers two full-resolution ones: its centre is between them
+        px = xc[: 2 * rows : 2, : 2 * cols : 2][seam].astype(np.float64) + 0.5
+        py = yc[: 2 * rows : 2, : 2 * cols : 2][seam].astype(np.float64) + 0.5
         mx, my = np.average(px, weights=w), np.average(py, weights=w)
         cov = np.cov(np.stack([px - mx, py - my]), aweights=w)
         _eigvals, eigvecs = np.linalg.eigh(cov)
@@ -541,7 +554,8 @@ class RuleDetector:
         along = (xc - mx) * cos_a + (yc - my) * sin_a
         across = -(xc - mx) * sin_a + (yc - my) * cos_a
         # centre line: robust quadratic across(along) through the seam pixels, refined twice
-        t, n = along[seam].astype(np.float64), across[seam].astype(np.float64)
+        t = (px - mx) * cos_a + (py - my) * sin_a
+        n = -(px - mx) * sin_a + (py - my) * cos_a
         keep = np.ones(t.size, dtype=bool)
         coeffs = np.array([0.0, 0.0, 0.0])
         band_px = max(6.0, 4.0 / mm_per_px)
@@ -630,7 +644,7 @@ class RuleDetector:
         reference = _nanmedian_rows(windows.reshape(-1, 2 * half + 1))
         local = np.full(heights.shape, np.nan, dtype=np.float32)
         local[grid.near] = reference[grid.keys]
-        band = np.abs(offset - centre) <= cfg.crown_band_fraction * half_width
+        band = (np.abs(offset - centre) <= cfg.crown_band_fraction * half_width) & _interior(offset.shape)
         crown = grid.near & band & np.isfinite(local)
         if crown.sum() < 20:
             return {'pit_count': 0.0, 'max_pit_depth_mm': 0.0, 'pit_threshold_mm': cfg.pit_depth_mm}
@@ -741,11 +755,13 @@ class RuleDetector:
     ) -> dict[str, float]:
         cfg = self.config
         clearance = cfg.droplet_toe_clearance_mm / mm_per_px
-        plate = valid & ((offset < left_toe - clearance) | (offset > right_toe + clearance))
+        region = ((offset < left_toe - clearance) | (offset > right_toe + clearance)) & _interior(
+            offset.shape
+        )
+        plate = valid & region
         weight = plate.astype(np.float32)
         values = np.where(plate, heights, 0).astype(np.float32)
         fine = _blur(values, weight, cfg.droplet_smoothing_px)
-        region = (offset < left_toe - clearance) | (offset > right_toe + clearance)
         fine *= _support(plate, region, cfg.droplet_smoothing_px)
         background = _box_mean(values, weight, max(7, round(2.5 * cfg.droplet_max_diameter_mm / mm_per_px)))
         relief = np.where(plate, fine - background, 0)
