@@ -264,6 +264,8 @@ class Labeler:
         with self._lock:
             if self.session is not None:
                 raise SessionError(f'session {self.session.session_id} is recording: stop it first')
+            if not self._writer.is_alive():
+                raise SessionError('the labeler is not started (or already shut down): no session can record')
             self.guard.check_start()
             self.store.ensure()
             info.session_id = self.store.new_session_id(info.name)

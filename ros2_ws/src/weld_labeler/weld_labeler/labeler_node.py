@@ -420,7 +420,13 @@ class LabelerNode(Node):
 
     def close(self) -> None:
         """Close the active session so its bag is complete (no recovery needed after Ctrl-C)."""
-        info = self.labeler.shutdown()
+        try:
+            info = self.labeler.shutdown()
+        except Exception as exc:  # shutdown goes on; the next start recovers the bag
+            self.get_logger().error(
+                f'could not close the session cleanly: {exc!r}; it is recovered at next start'
+            )
+            return
         if info is not None:
             self.get_logger().info(
                 f'session {info.session_id} closed at shutdown: {info.pairs_recorded} pairs'
