@@ -24,6 +24,16 @@ from weld_core.classes import check_class_list
 from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
 
 
+def make_preprocessor(channels: Sequence[str], input_size: Sequence[int]) -> Preprocessor:
+    """The Preprocessor a training run uses: these channels and size, the default normalisation."""
+    names = expand_channels(list(channels))
+    return Preprocessor(
+        input_size=(int(input_size[0]), int(input_size[1])),
+        channels=names,
+        normalization={name: DEFAULT_NORMALIZATION[name] for name in names},
+    )
+
+
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
@@ -98,11 +108,7 @@ class WeldDataModule(pl.LightningDataModule):
         self.store = FrameStore(dataset_dir)
         self.class_names: tuple[str, ...] = check_class_list(self.store.manifest['classes'])
         self.channels: tuple[str, ...] = expand_channels(channels)
-        self.preprocessor = Preprocessor(
-            input_size=tuple(input_size),  # type: ignore[arg-type]
-            channels=self.channels,
-            normalization={name: DEFAULT_NORMALIZATION[name] for name in self.channels},
-        )
+        self.preprocessor = make_preprocessor(self.channels, input_size)
         self.splits = self._assign_splits(val_sessions, test_sessions)
         counts = {split: len(frames) for split, frames in self.splits.items()}
         if not counts.get('train'):

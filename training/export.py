@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.data import FrameStore
+from training.data import FrameStore, make_preprocessor
 from training.errors import ExportError
 from training.module import WeldClassifier
 from weld_core.errors import WeldError
@@ -83,13 +83,7 @@ def build_metadata(
 
 
 def preprocessor_of(model: WeldClassifier) -> Preprocessor:
-    from weld_core.preprocess import DEFAULT_NORMALIZATION
-
-    return Preprocessor(
-        input_size=tuple(model.hparams['input_size']),  # type: ignore[arg-type]
-        channels=model.channels,
-        normalization={name: DEFAULT_NORMALIZATION[name] for name in model.channels},
-    )
+    return make_preprocessor(model.channels, model.hparams['input_size'])
 
 
 def _write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:

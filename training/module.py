@@ -10,8 +10,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
 from training.augment import AugmentConfig, BatchAugmenter
+from training.data import make_preprocessor
 from training.models import build_model, count_flops
-from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor
 
 
 class WeldClassifier(pl.LightningModule):
@@ -53,11 +53,7 @@ class WeldClassifier(pl.LightningModule):
         self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
-        preprocessor = Preprocessor(
-            input_size=tuple(input_size),  # type: ignore[arg-type]
-            channels=self.channels,
-            normalization={name: DEFAULT_NORMALIZATION[name] for name in self.channels},
-        )
+        preprocessor = make_preprocessor(self.channels, input_size)
         self.augmenter = (
             BatchAugmenter(preprocessor, AugmentConfig(**(augment_config or {}))) if augment else None
         )
