@@ -763,9 +763,15 @@ class RuleDetector:
         values = np.where(plate, heights, 0).astype(np.float32)
         fine = _blur(values, weight, cfg.droplet_smoothing_px)
         fine *= _support(plate, region, cfg.droplet_smoothing_px)
-        background = _box_mean(values, weight, max(7, round(2.5 * cfg.droplet_max_diameter_mm / mm_per_px)))
-        relief = np.where(plate, fine - background, 0)
+        box_px = max(7, round(2.5 * cfg.droplet_max_diameter_mm / mm_per_px))
         threshold = max(cfg.droplet_height_mm, cfg.droplet_noise_factor * noise_mm)
+        background = _box_mean(values, weight, box_px)
+        # a groove or scratch in the plate lowers the mean around it, and the plate beside it would
+        # stand out as a droplet: the background is taken again without what lies far from it
+        # (both ways, so noise does not bias it)
+        outlying = np.abs(values - background) > 3.0 * noise_mm
+        background = _box_mean(values, weight * ~outlying, box_px)
+        relief = np.where(plate, fine - background, 0)
         raised = (relief > 0.5 * threshold) & plate
         count, labels, stats, _ = cv2.connectedComponentsWithStats(raised.astype(np.uint8), connectivity=8)
         min_area = cfg.droplet_min_area_mm2 / (mm_per_px * mm_per_px)
