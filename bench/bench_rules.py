@@ -6,12 +6,13 @@ Prints, in one run:
 2. on the recorded weldsim sessions (labelled pairs only): confusion matrix, per-class recall,
    macro-recall and good-FPR (share of good welds called a defect). The thresholds were tuned by
    looking at s01-s04 and simulator seed 0, so s05-s08 are printed apart as the held-out figure;
-3. on frames of the project's simulator (weld_camera.sim, seed 1 by default: not the seed the
-   thresholds were tuned on), the same figures at 320x240 and, on fewer frames, at 640x480 (the
+3. on frames of the project's simulator (weld_camera.sim, seed 3 by default: the thresholds were
+   set looking at seed 0, seed 1 was looked at once during development and seed 2 is the test's),
+   the same figures at 320x240 and, on fewer frames, at 640x480 (the
    rules average VGA down to 320x240 internally).
 
     .venv/bin/python bench/bench_rules.py [--data /work/shared/datasets/weldsim] [--sim-frames 300]
-        [--sim-seed 1] [--timing-frames 60] [--sim-vga-frames 100]
+        [--sim-seed 3] [--timing-frames 60] [--sim-vga-frames 100]
 """
 
 import argparse
@@ -31,6 +32,7 @@ from weld_inference.rules import RuleDetector
 DEFAULT_DATA = Path('/work/shared/datasets/weldsim')
 TUNED_SESSIONS = ('s01', 's02', 's03', 's04')
 TUNED_SIM_SEED = 0
+SEEN_SIM_SEEDS = (0, 1, 2)  # tuned on, looked at during development, used by the recall test
 
 Frame = tuple[np.ndarray, np.ndarray, str]
 
@@ -147,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA, help='folder of the weldsim sessions')
     parser.add_argument('--sim-frames', type=int, default=300, help='simulator frames to judge')
-    parser.add_argument('--sim-seed', type=int, default=1, help=f'simulator seed (tuned on {TUNED_SIM_SEED})')
+    parser.add_argument('--sim-seed', type=int, default=3, help=f'simulator seed (tuned on {TUNED_SIM_SEED})')
     parser.add_argument('--timing-frames', type=int, default=60, help='frames per resolution for timing')
     parser.add_argument('--sim-vga-frames', type=int, default=100, help='640x480 simulator frames to judge')
     args = parser.parse_args(argv)
@@ -200,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     frames = sim_frames(args.sim_frames, seed=args.sim_seed)
     if frames is not None:
-        tuned_note = ' (thresholds tuned on this seed)' if args.sim_seed == TUNED_SIM_SEED else ' (held out)'
+        if args.sim_seed == TUNED_SIM_SEED:
+            tuned_note = ' (thresholds tuned on this seed)'
+        elif args.sim_seed in SEEN_SIM_SEEDS:
+            tuned_note = ' (seen during development)'
+        else:
+            tuned_note = ' (held out)'
         judge(detector, frames, fx=300.0).print(f'simulator 320x240, seed {args.sim_seed}{tuned_note}')
     if args.sim_vga_frames > 0:
         frames = sim_frames(args.sim_vga_frames, seed=args.sim_seed, width=640, height=480)
