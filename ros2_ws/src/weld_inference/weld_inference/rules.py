@@ -371,7 +371,7 @@ class RuleDetector:
         return z, fx, fy, cx, cy, downsample
 
     def _fit_plane(
-        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, fx: float, fy: float, iterations: int = 5
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, fx: float, fy: float, iterations: int = 4
     ) -> tuple[_Plane, float] | None:
         """Robust plane through points (x, y centred pixels, z metres); returns it and the noise in mm."""
         cfg_points = 2000  # plenty for three parameters; the medians dominate the cost
@@ -460,7 +460,7 @@ class RuleDetector:
         for side_mask in (offset_sparse < left_toe - margin, offset_sparse > right_toe + margin):
             side_mask &= valid_sparse
             side = self._fit_plane(
-                xs_sparse[side_mask], ys_sparse[side_mask], z_sparse[side_mask], fx, fy, iterations=3
+                xs_sparse[side_mask], ys_sparse[side_mask], z_sparse[side_mask], fx, fy, iterations=2
             )
             planes.append(side[0] if side is not None and side_mask.sum() > 0.03 * side_mask.size else plate)
         left_heights = self._heights(planes[0], zf, xc, yc)
