@@ -579,11 +579,16 @@ class Demo:
         os.replace(partial, deployed)
         deployed_at = time.monotonic()
         model = Answerer('model', info.model_id)
-        operator.wait_for(
-            lambda: any(who == model for who, _ in operator.scorer.results.values()),
-            self.timeout(90),
-            f'results from model {info.model_id}',
-        )
+        try:
+            operator.wait_for(
+                lambda: any(who == model for who, _ in operator.scorer.results.values()),
+                self.timeout(90),
+                f'results from model {info.model_id}',
+            )
+        except DemoError as error:
+            inference = next((node for node in runner.nodes if node.key == 'inference'), None)
+            said = [line for line in (inference.tail if inference else []) if 'reject' in line]
+            raise DemoError(f'{error}; the inference node says: {said[-1] if said else "nothing"}') from None
         self.summary['model']['pickup_s'] = round(time.monotonic() - deployed_at, 2)
         self.progress.say(
             f'live node answers with {info.model_id} after {self.summary["model"]["pickup_s"]} s'
