@@ -586,9 +586,10 @@ class Demo:
                 f'results from model {info.model_id}',
             )
         except DemoError as error:
-            inference = next((node for node in runner.nodes if node.key == 'inference'), None)
-            said = [line for line in (inference.tail if inference else []) if 'reject' in line]
-            raise DemoError(f'{error}; the inference node says: {said[-1] if said else "nothing"}') from None
+            log = (self.logs_dir / 'inference.log').read_text(errors='replace').splitlines()
+            said = [line for line in log if 'model rejected' in line]
+            reason = said[-1] if said else f'no rejection logged (see {self.logs_dir / "inference.log"})'
+            raise DemoError(f'{error}; the inference node: {reason}') from None
         self.summary['model']['pickup_s'] = round(time.monotonic() - deployed_at, 2)
         self.progress.say(
             f'live node answers with {info.model_id} after {self.summary["model"]["pickup_s"]} s'
