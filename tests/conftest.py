@@ -135,7 +135,9 @@ def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     """
     started: list[NodeProcess] = []
 
-    def spawn(args: list[str], extra_env: dict[str, str] | None = None, name: str | None = None) -> NodeProcess:
+    def spawn(
+        args: list[str], extra_env: dict[str, str] | None = None, name: str | None = None
+    ) -> NodeProcess:
         env = dict(ros_env, **(extra_env or {}))
         label = name or f'node{len(started)}'
         process = NodeProcess([sys.executable, *args], env, REPO_ROOT, tmp_path / f'{label}.log')
@@ -149,7 +151,11 @@ def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
 
 def fastdds_shm_files() -> set[str]:
     """Fast DDS shared-memory files in /dev/shm (segments, ports and their locks)."""
-    return {entry.name for entry in Path('/dev/shm').iterdir() if entry.name.startswith(('fastdds_', 'fast_datasharing'))}
+    return {
+        entry.name
+        for entry in Path('/dev/shm').iterdir()
+        if entry.name.startswith(('fastdds_', 'fast_datasharing'))
+    }
 
 
 def pytest_report_header(config: Any) -> list[str]:

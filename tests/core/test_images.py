@@ -44,7 +44,10 @@ def through_cdr(msg):
     return store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
 
 
-BINDINGS = [pytest.param(rclpy_image, id='rclpy'), pytest.param(lambda f: through_cdr(rosbags_image(f)), id='rosbags')]
+BINDINGS = [
+    pytest.param(rclpy_image, id='rclpy'),
+    pytest.param(lambda f: through_cdr(rosbags_image(f)), id='rosbags'),
+]
 
 
 @pytest.mark.parametrize('make_msg', BINDINGS)
@@ -132,7 +135,7 @@ def test_compressed_depth_16uc1_and_plain_png_depth() -> None:
     assert fields.format == '16UC1; compressedDepth png'
     decoded = images.depth_m_from_msg(SimpleNamespace(**fields.as_kwargs()))
     assert np.abs(decoded - depth).max() <= 0.0005 + 1e-6
-    ok, png = cv2.imencode('.png', np.rint(depth * 1000).astype(np.uint16))
+    _, png = cv2.imencode('.png', np.rint(depth * 1000).astype(np.uint16))
     plain = SimpleNamespace(format='16UC1; png compressed', data=png.tobytes())
     assert np.array_equal(images.depth_m_from_msg(plain), decoded)
 
@@ -145,7 +148,9 @@ def test_rosbags_compressed_messages_decode_like_rclpy_ones() -> None:
         stamp=store.types['builtin_interfaces/msg/Time'](sec=3, nanosec=4), frame_id='cam'
     )
     msg = through_cdr(store.types[COMPRESSED_IMAGE](header=header, **fields.as_kwargs(numpy_data=True)))
-    assert np.array_equal(images.depth_m_from_msg(msg), images.depth_m_from_msg(CompressedImage(**fields.as_kwargs())))
+    assert np.array_equal(
+        images.depth_m_from_msg(msg), images.depth_m_from_msg(CompressedImage(**fields.as_kwargs()))
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,7 +183,12 @@ def test_colour_and_depth_decoders_refuse_each_others_encodings() -> None:
     ('image_format', 'data', 'decoder', 'message'),
     [
         ('rgb8; jpeg compressed bgr8', b'', images.rgb_from_msg, 'empty'),
-        ('rgb8; jpeg compressed bgr8', b'\xff\xd8\xff\xe0 not really a jpeg', images.rgb_from_msg, 'corrupt or truncated'),
+        (
+            'rgb8; jpeg compressed bgr8',
+            b'\xff\xd8\xff\xe0 not really a jpeg',
+            images.rgb_from_msg,
+            'corrupt or truncated',
+        ),
         ('32FC1; compressedDepth png', b'\x00' * 12 + b'garbage', images.depth_m_from_msg, 'holds no PNG'),
         ('32FC1; compressedDepth rvl', b'\x00' * 20, images.depth_m_from_msg, 'RVL'),
         ('32FC1; compressedDepth png', b'\x00' * 12, images.rgb_from_msg, 'not a colour image'),

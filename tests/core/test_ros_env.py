@@ -31,7 +31,10 @@ def test_profile_allows_only_loopback_and_a_large_shm_segment() -> None:
     participant = root.find('.//dds:participant[@is_default_profile="true"]', NS)
     assert participant is not None
     assert participant.findtext('.//dds:useBuiltinTransports', namespaces=NS) == 'false'
-    transports = {t.findtext('dds:transport_id', namespaces=NS): t for t in root.findall('.//dds:transport_descriptor', NS)}
+    transports = {
+        t.findtext('dds:transport_id', namespaces=NS): t
+        for t in root.findall('.//dds:transport_descriptor', NS)
+    }
     assert {t.findtext('dds:type', namespaces=NS) for t in transports.values()} == {'SHM', 'UDPv4'}
     for descriptor in transports.values():
         if descriptor.findtext('dds:type', namespaces=NS) == 'SHM':

@@ -49,13 +49,17 @@ def test_interface_doc_shows_every_interface_as_built() -> None:
     documented = code_blocks_by_file(INTERFACE_DOC.read_text())
     for path in sorted([*INTERFACES.glob('msg/*.msg'), *INTERFACES.glob('srv/*.srv')]):
         assert path.name in documented, f'{path.name} is missing from docs/interfaces.md'
-        assert fields(documented[path.name]) == fields(path.read_text()), f'docs/interfaces.md differs on {path.name}'
+        assert fields(documented[path.name]) == fields(path.read_text()), (
+            f'docs/interfaces.md differs on {path.name}'
+        )
 
 
 def test_every_interface_file_is_built() -> None:
     cmake = (INTERFACES / 'CMakeLists.txt').read_text()
     for path in [*INTERFACES.glob('msg/*.msg'), *INTERFACES.glob('srv/*.srv')]:
-        assert f'"{path.parent.name}/{path.name}"' in cmake, f'{path.name} is not in rosidl_generate_interfaces'
+        assert f'"{path.parent.name}/{path.name}"' in cmake, (
+            f'{path.name} is not in rosidl_generate_interfaces'
+        )
 
 
 @pytest.mark.parametrize('msgtype', sorted(INTERFACE_MSGS))
@@ -70,10 +74,23 @@ def test_built_python_types_have_the_contract_fields() -> None:
 
     assert list(DefectLabel.get_fields_and_field_types()) == ['header', 'label', 'session_id', 'note']
     assert list(DefectResult.get_fields_and_field_types()) == [
-        'header', 'label', 'confidence', 'class_names', 'scores', 'source', 'model_id', 'fallback_reason', 'latency_ms',
+        'header',
+        'label',
+        'confidence',
+        'class_names',
+        'scores',
+        'source',
+        'model_id',
+        'fallback_reason',
+        'latency_ms',
     ]
     assert list(Capture.Request.get_fields_and_field_types()) == ['label', 'count', 'note']
-    assert list(Capture.Response.get_fields_and_field_types()) == ['success', 'message', 'captured', 'session_id']
+    assert list(Capture.Response.get_fields_and_field_types()) == [
+        'success',
+        'message',
+        'captured',
+        'session_id',
+    ]
 
 
 def test_rosbags_hash_of_defect_label_matches_the_recorded_sessions() -> None:

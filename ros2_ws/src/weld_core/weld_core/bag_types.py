@@ -6,7 +6,7 @@ read and write labelled bags; tests/interfaces checks they equal ros2_ws/src/wel
 
 from functools import lru_cache
 
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 DEFECT_LABEL_MSG = """\

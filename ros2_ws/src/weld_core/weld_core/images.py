@@ -126,8 +126,7 @@ def image_to_array(msg: Any) -> np.ndarray:
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageFormatError(
-            f'{encoding} image step {step} is smaller than width*pixel size {row_bytes} '
-            f'({width}x{height})'
+            f'{encoding} image step {step} is smaller than width*pixel size {row_bytes} ({width}x{height})'
         )
     if step % dtype.itemsize:
         raise ImageFormatError(f'{encoding} image step {step} is not a multiple of {dtype.itemsize}')
@@ -157,7 +156,9 @@ def image_to_array(msg: Any) -> np.ndarray:
 def array_to_image(array: np.ndarray, encoding: str) -> ImageFields:
     """An array -> Image fields with the given encoding (little-endian, no row padding)."""
     if encoding not in _LAYOUT:
-        raise ImageFormatError(f'unsupported image encoding {encoding!r}: expected one of {", ".join(_LAYOUT)}')
+        raise ImageFormatError(
+            f'unsupported image encoding {encoding!r}: expected one of {", ".join(_LAYOUT)}'
+        )
     dtype, channels = _LAYOUT[encoding]
     array = np.asarray(array)
     expected_ndim = 3 if channels > 1 else 2
@@ -167,7 +168,9 @@ def array_to_image(array: np.ndarray, encoding: str) -> ImageFields:
             f'(expected HxW{"x" + str(channels) if channels > 1 else ""})'
         )
     if array.dtype != dtype:
-        raise ImageFormatError(f'array of dtype {array.dtype} cannot be a {encoding} image (expected {dtype})')
+        raise ImageFormatError(
+            f'array of dtype {array.dtype} cannot be a {encoding} image (expected {dtype})'
+        )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageFormatError(f'empty array {array.shape} cannot be an image')
     height, width = array.shape[:2]
@@ -345,10 +348,14 @@ def decompress_depth_m(image_format: str, data: np.ndarray) -> np.ndarray:
             quant_a, quant_b = 0.0, 0.0
             payload = data
         else:
-            raise ImageFormatError(f'compressedDepth data ({data.size} bytes) holds no PNG: corrupt or truncated')
+            raise ImageFormatError(
+                f'compressedDepth data ({data.size} bytes) holds no PNG: corrupt or truncated'
+            )
         packed = _imdecode(payload, cv2.IMREAD_UNCHANGED, f'compressedDepth ({image_format!r})')
         if packed.dtype != np.uint16 or packed.ndim != 2:
-            raise ImageFormatError(f'compressedDepth PNG decodes to {packed.dtype} {packed.shape}, expected 16-bit mono')
+            raise ImageFormatError(
+                f'compressedDepth PNG decodes to {packed.dtype} {packed.shape}, expected 16-bit mono'
+            )
         if source_encoding == '32FC1':
             if quant_a == 0.0:
                 raise ImageFormatError('32FC1 compressedDepth without a quantisation header')
@@ -359,6 +366,10 @@ def decompress_depth_m(image_format: str, data: np.ndarray) -> np.ndarray:
     if 'png' in lowered or raw.startswith(_PNG_SIGNATURE):
         packed = _imdecode(data, cv2.IMREAD_UNCHANGED, f'compressed depth ({image_format!r})')
         if packed.dtype != np.uint16 or packed.ndim != 2:
-            raise ImageFormatError(f'depth PNG decodes to {packed.dtype} {packed.shape}, expected 16-bit mono')
+            raise ImageFormatError(
+                f'depth PNG decodes to {packed.dtype} {packed.shape}, expected 16-bit mono'
+            )
         return packed.astype(np.float32) * np.float32(0.001)
-    raise ImageFormatError(f'unsupported compressed depth format {image_format!r}: expected compressedDepth png')
+    raise ImageFormatError(
+        f'unsupported compressed depth format {image_format!r}: expected compressedDepth png'
+    )

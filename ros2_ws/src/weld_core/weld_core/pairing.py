@@ -73,7 +73,9 @@ class FramePairer(Generic[T]):
         self._rgb = _Stream()
         self._depth = _Stream()
 
-    def _add(self, own: _Stream[T], other: _Stream[T], stamp_ns: int, frame: T, is_rgb: bool) -> list[FramePair[T]]:
+    def _add(
+        self, own: _Stream[T], other: _Stream[T], stamp_ns: int, frame: T, is_rgb: bool
+    ) -> list[FramePair[T]]:
         own.newest_ns = stamp_ns if own.newest_ns is None else max(own.newest_ns, stamp_ns)
         match = self._take_partner(other, stamp_ns)
         pairs: list[FramePair[T]] = []
