@@ -130,3 +130,16 @@ def test_session_split_is_grouped_reproducible_and_stratified() -> None:
     assert sorted(Counter(first.values()).items()) == [('test', 2), ('train', 5), ('val', 1)]
     two = split_sessions({k: counts[k] for k in ('s0', 's1')}, classes, 0.15, 0.25, seed=0)
     assert sorted(two.values()) == ['train', 'val']
+
+
+def test_command_line_reports_counts_and_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.convert import main
+
+    write_bag(tmp_path / 'b', make_frames(['good', None, 'gap']), session_id='s1')
+    assert main([str(tmp_path / 'b'), '-o', str(tmp_path / 'ds'), '--quiet', '--workers', '1']) == 0
+    out = capsys.readouterr().out
+    assert '2 labelled frame pairs' in out and 'unlabelled 1' in out and 'session s1: good 1' in out
+    assert main([str(tmp_path / 'missing'), '-o', str(tmp_path / 'ds2'), '--quiet']) == 2
+    assert 'does not exist' in capsys.readouterr().err
