@@ -20,6 +20,7 @@ import pytest
 from weld_core.ros_env import exclusive_domain, loopback_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK_ADDRESSES = frozenset({'127.0.0.1', '::1'})
 
 
 @pytest.fixture(scope='session')
@@ -100,6 +101,7 @@ class NodeProcess:
     def __init__(self, command: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> None:
         self.command = command
         self.log_path = log_path
+        self.off_loopback_at_stop: list[str] = []
         self._log = open(log_path, 'wb')  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
@@ -113,9 +115,31 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def sockets_off_loopback(self) -> list[str]:
+        """Sockets of this process and its children bound or connected to a non-loopback address."""
+        import psutil
+
+        found: list[str] = []
+        try:
+            parent = psutil.Process(self.process.pid)
+            processes = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return found
+        for process in processes:
+            try:
+                connections = process.net_connections(kind='inet')
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            for sock in connections:
+                addresses = [sock.laddr.ip] + ([sock.raddr.ip] if sock.raddr else [])
+                if any(address not in LOOPBACK_ADDRESSES for address in addresses):
+                    found.append(f'pid {process.pid}: {sock.laddr} -> {sock.raddr or "-"}')
+        return found
+
     def stop(self, timeout_s: float = 15.0) -> int:
         """SIGINT (Ctrl-C) and wait; SIGKILL only if it does not exit. Returns the exit code."""
         if self.process.poll() is None:
+            self.off_loopback_at_stop = self.sockets_off_loopback()
             self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=timeout_s)
@@ -147,6 +171,9 @@ def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     yield spawn
     for process in reversed(started):
         process.stop()
+    # every node a test started must have kept DDS on loopback while it ran
+    off_loopback = [line for process in started for line in process.off_loopback_at_stop]
+    assert not off_loopback, f'node sockets on a real network interface: {off_loopback}'
 
 
 def fastdds_shm_files() -> set[str]:
@@ -160,3 +187,21 @@ def fastdds_shm_files() -> set[str]:
 
 def pytest_report_header(config: Any) -> list[str]:
     return [f'weldvision: loopback DDS profile via {REPO_ROOT / "launch/dds/fastdds_loopback.xml"}']
+
+
+def held_shm_files() -> set[str]:
+    """Names of /dev/shm files some live process still maps or holds open (not stale)."""
+    import psutil
+
+    held: set[str] = set()
+    for process in psutil.process_iter(['pid']):
+        try:
+            for mapped in process.memory_maps(grouped=True):
+                if mapped.path.startswith('/dev/shm/'):
+                    held.add(Path(mapped.path).name)
+            for opened in process.open_files():
+                if opened.path.startswith('/dev/shm/'):
+                    held.add(Path(opened.path).name)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return held

@@ -16,8 +16,7 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from tests.conftest import fastdds_shm_files
-from tests.foundation.test_dds_between_processes import _held_by_live_processes
+from tests.conftest import fastdds_shm_files, held_shm_files
 from weld_bringup import graph
 from weld_interfaces.msg import DefectLabel, DefectResult
 from weld_interfaces.srv import Capture
@@ -149,7 +148,7 @@ def test_runner_brings_up_the_configured_graph_and_stops_it_cleanly(
     assert _gone(pids, 5.0)
     time.sleep(0.5)
     leftover = fastdds_shm_files() - shm_before
-    assert not leftover - _held_by_live_processes(), f'stale Fast DDS shared memory: {sorted(leftover)}'
+    assert not leftover - held_shm_files(), f'stale Fast DDS shared memory: {sorted(leftover)}'
 
 
 @pytest.mark.ros

@@ -14,8 +14,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
 from tests.camera.probe import CameraProbe, depth_array, rgb_array
-from tests.conftest import REPO_ROOT
-from tests.foundation.test_dds_between_processes import _held_by_live_processes
+from tests.conftest import REPO_ROOT, held_shm_files
 
 NODE = ['-m', 'weld_camera.camera_node', '--ros-args']
 RATE_HZ = 15.0
@@ -50,7 +49,7 @@ def _assert_clean_exit(process) -> None:
     assert process.stop() == 0, process.output
     deadline = time.monotonic() + 3.0  # peers unmap shared port files on their own schedule
     while True:
-        left = {name for name in own if (Path('/dev/shm') / name).exists()} - _held_by_live_processes()
+        left = {name for name in own if (Path('/dev/shm') / name).exists()} - held_shm_files()
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.2)

@@ -7,12 +7,11 @@ import psutil
 import pytest
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
-from tests.conftest import fastdds_shm_files
+from tests.conftest import LOOPBACK_ADDRESSES, fastdds_shm_files, held_shm_files
 from weld_interfaces.msg import DefectResult
 from weld_interfaces.srv import Capture
 
 PEER = str(Path(__file__).with_name('dds_peer.py'))
-LOOPBACK_ADDRESSES = {'127.0.0.1', '::1'}
 
 
 @pytest.mark.ros
@@ -52,20 +51,4 @@ def test_defect_result_and_capture_service_cross_processes(ros_node, spawn_node)
     assert peer.stop() == 0, peer.output
     time.sleep(0.5)
     leftover = fastdds_shm_files() - shm_before
-    assert not leftover - _held_by_live_processes(), f'stale Fast DDS shared memory: {sorted(leftover)}'
-
-
-def _held_by_live_processes() -> set[str]:
-    """Shared-memory files still open by some process (this test's own node holds its segment)."""
-    held: set[str] = set()
-    for process in psutil.process_iter(['pid']):
-        try:
-            for mapped in process.memory_maps(grouped=True):
-                if mapped.path.startswith('/dev/shm/'):
-                    held.add(Path(mapped.path).name)
-            for opened in process.open_files():
-                if opened.path.startswith('/dev/shm/'):
-                    held.add(Path(opened.path).name)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return held
+    assert not leftover - held_shm_files(), f'stale Fast DDS shared memory: {sorted(leftover)}'

@@ -12,8 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import CameraInfo
 
-from tests.conftest import fastdds_shm_files
-from tests.foundation.test_dds_between_processes import _held_by_live_processes
+from tests.conftest import fastdds_shm_files, held_shm_files
 from tests.inference.frames import weld_frame
 from tests.inference.harness import InferenceHarness, stamps_from
 from tests.inference.models import write_model
@@ -85,5 +84,5 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
     assert counts[-1] == 1, 'latest-frame-wins: the newest pair must be answered'
     assert node.stop() == 0, node.output
     time.sleep(0.5)
-    leftover = fastdds_shm_files() - shm_before - _held_by_live_processes()
+    leftover = fastdds_shm_files() - shm_before - held_shm_files()
     assert not leftover, f'Ctrl-C left Fast DDS shared memory behind: {sorted(leftover)}'
