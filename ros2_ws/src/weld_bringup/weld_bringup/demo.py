@@ -60,7 +60,6 @@ class Plan:
     model_results: int  # live model results scored after the deployment
     fit_config: str  # in training/configs/
     fit_args: tuple[str, ...] = ()
-    timeout_scale: float = 1.0
 
 
 # the fit is capped in time (Lightning's max_time; the best checkpoint so far is kept), so the whole
@@ -327,9 +326,6 @@ class Demo:
         self.classes = list(DEFAULT_CLASSES)
         self.evaluation_seed = EVALUATION_SEED
 
-    def timeout(self, seconds: float) -> float:
-        return seconds * self.plan.timeout_scale
-
     def run(self) -> dict[str, Any]:
         for folder in (self.models_dir, self.recording_dir, self.exports_dir, self.logs_dir):
             folder.mkdir(parents=True, exist_ok=True)
@@ -352,7 +348,7 @@ class Demo:
             self.progress.begin(
                 'train', 'desktop: convert -> fit -> export (camera paused: the CPU is for training)'
             )
-            operator.camera_transition('deactivate', self.timeout(20))
+            operator.camera_transition('deactivate', 20)
             self._train(archives)
             self._show(operator, label='', seed=self.evaluation_seed, active=False)
             self.progress.begin(
@@ -401,18 +397,16 @@ class Demo:
             raise DemoError(f'node(s) ended unexpectedly:\n{details}')
 
     def _graph_up(self, runner: GraphRunner, operator: Operator) -> None:
-        operator.wait_for(lambda: bool(operator.scorer.truth), self.timeout(60), 'the camera ground truth')
+        operator.wait_for(lambda: bool(operator.scorer.truth), 60, 'the camera ground truth')
         self._check_nodes(runner)
         self.progress.say('camera publishing; waiting for the rules to answer')
-        operator.wait_for(
-            lambda: bool(operator.scorer.results), self.timeout(60), 'results from the inference node'
-        )
+        operator.wait_for(lambda: bool(operator.scorer.results), 60, 'results from the inference node')
         rules = Answerer('rules')
         with operator.lock:
             since = max(operator.scorer.truth)
         operator.wait_for(
             lambda: operator.scorer.count(rules, since) >= self.plan.rules_results,
-            self.timeout(30 + self.plan.rules_results),
+            30 + self.plan.rules_results,
             f'{self.plan.rules_results} scored rules results',
         )
         with operator.lock:
@@ -444,7 +438,7 @@ class Demo:
                     current_a=180.0,
                     note='weldvision demo',
                 ),
-                self.timeout(20),
+                20,
             )
             if not started.success:
                 raise DemoError(f'StartSession {name} refused: {started.message}')
@@ -455,22 +449,20 @@ class Demo:
                     Capture,
                     f'{LABELER}/capture',
                     Capture.Request(label=label, count=count, note=f'{name} seam {label}'),
-                    self.timeout(30 + count),
+                    30 + count,
                 )
                 if not answer.success or answer.captured != count:
                     raise DemoError(f'Capture {label} x{count} in {name}: {answer.message}')
                 captured[label] = answer.captured
                 self._check_nodes(runner)
-            stopped = operator.call(
-                StopSession, f'{LABELER}/stop_session', StopSession.Request(), self.timeout(20)
-            )
+            stopped = operator.call(StopSession, f'{LABELER}/stop_session', StopSession.Request(), 20)
             if not stopped.success:
                 raise DemoError(f'StopSession {name}: {stopped.message}')
             exported = operator.call(
                 ExportSession,
                 f'{LABELER}/export_session',
                 ExportSession.Request(session_id=started.session_id, output_dir=str(self.exports_dir)),
-                self.timeout(60),
+                60,
             )
             if not exported.success:
                 raise DemoError(f'ExportSession {started.session_id}: {exported.message}')
@@ -500,7 +492,7 @@ class Demo:
         evaluation seed is used by no capture.
         """
         mix = f'{label}:1' if label else ''
-        operator.reconfigure_camera(self.timeout(20), active=active, sim_class_mix=mix, seed=seed)
+        operator.reconfigure_camera(20, active=active, sim_class_mix=mix, seed=seed)
         changed = time.monotonic()
         operator.wait_for(
             lambda: (
@@ -508,13 +500,13 @@ class Demo:
                 and operator.latest_truth[0] > changed
                 and (not label or operator.latest_truth[1] == label)
             ),
-            self.timeout(20),
+            20,
             f'the simulator to render {label or "its natural mix"}',
         )
 
     def _check_labels(self, operator: Operator, expected: int) -> dict[str, int]:
         """Every label the labeler published, against the ground truth of its pair."""
-        operator.wait_for(lambda: len(operator.labels) >= expected, self.timeout(10), f'{expected} labels')
+        operator.wait_for(lambda: len(operator.labels) >= expected, 10, f'{expected} labels')
         with operator.lock:
             agree = sum(
                 1 for stamp, label in operator.labels.items() if operator.scorer.truth.get(stamp) == label
@@ -538,7 +530,7 @@ class Demo:
         )
 
     def _train(self, archives: list[Path]) -> None:
-        self._desktop('convert', [*map(str, archives), '-o', str(self.dataset_dir)], self.timeout(300))
+        self._desktop('convert', [*map(str, archives), '-o', str(self.dataset_dir)], 300)
         manifest = json.loads((self.dataset_dir / 'manifest.json').read_text())
         self.summary['dataset'] = {
             key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
@@ -550,7 +542,7 @@ class Demo:
             f'--data.dataset_dir={self.dataset_dir}',
             *self.plan.fit_args,
         ]
-        self._desktop('fit', fit_arguments, self.timeout(720))
+        self._desktop('fit', fit_arguments, 720)
         reports = sorted(self.train_dir.glob('**/report/metrics.json'), key=lambda path: path.stat().st_mtime)
         if not reports:
             raise DemoError(f'training.fit wrote no report/metrics.json under {self.train_dir}')
@@ -561,7 +553,7 @@ class Demo:
             for key in ('best_checkpoint', 'fit_seconds', 'epochs_run', 'val', 'test')
         }
         export_arguments = [str(checkpoint), '-o', str(self.onnx_path), '--dataset', str(self.dataset_dir)]
-        self._desktop('export', export_arguments, self.timeout(300))
+        self._desktop('export', export_arguments, 300)
 
     def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
         from weld_core.model_file import read_model_info
@@ -582,7 +574,7 @@ class Demo:
         try:
             operator.wait_for(
                 lambda: any(who == model for who, _ in operator.scorer.results.values()),
-                self.timeout(90),
+                90,
                 f'results from model {info.model_id}',
             )
         except DemoError as error:
@@ -603,7 +595,7 @@ class Demo:
             since = min(stamp for stamp, (who, _) in operator.scorer.results.items() if who == model)
         operator.wait_for(
             lambda: operator.scorer.count(model, since) >= self.plan.model_results,
-            self.timeout(60 + self.plan.model_results),
+            60 + self.plan.model_results,
             f'{self.plan.model_results} scored model results',
         )
         self._check_nodes(runner)
