@@ -101,3 +101,11 @@ def test_rosbags_hash_of_defect_label_matches_the_recorded_sessions() -> None:
     recorded = re.search(r'DefectLabel\n\s+type_description_hash: *\n?\s*(RIHS01_\w+)', metadata.read_text())
     assert recorded, 'no DefectLabel hash in the recorded metadata'
     assert weld_typestore().hash_rihs01('weld_interfaces/msg/DefectLabel') == recorded.group(1)
+
+
+def test_interface_doc_names_every_required_model_metadata_key() -> None:
+    from weld_core.model_file import REQUIRED_METADATA_KEYS
+
+    text = INTERFACE_DOC.read_text()
+    missing = [key for key in REQUIRED_METADATA_KEYS if f'`{key}`' not in text]
+    assert not missing, f'docs/interfaces.md does not describe model metadata keys {missing}'
