@@ -18,7 +18,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class SessionInfo:
 
 def make_session_id(name: str, now_ns: int) -> str:
     """``YYYYmmdd-HHMMSS[_name]``: sorts by time and names a directory safely."""
-    stamp = datetime.fromtimestamp(now_ns / 1e9, tz=UTC).strftime('%Y%m%d-%H%M%S')
+    stamp = datetime.fromtimestamp(now_ns / 1e9, tz=timezone.utc).strftime('%Y%m%d-%H%M%S')
     slug = _SLUG.sub('-', name.strip()).strip('-')[:48]
     return f'{stamp}_{slug}' if slug else stamp
 
