@@ -135,7 +135,11 @@ def test_swap_in_the_watcher_thread_never_leaves_a_reader_without_a_model(tmp_pa
             deadline = time.monotonic() + 10
             while manager.current()[0].path != path and time.monotonic() < deadline:
                 time.sleep(0.01)
-        time.sleep(0.1)  # let the reader see the last model too
+            # on a loaded machine the reader may not be scheduled between two swaps: wait until it
+            # has seen this model, so the check below is about gaps, not about thread scheduling
+            current_id = manager.current()[0].model_id
+            while current_id not in seen and time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         stop.set()
         reader.join()
