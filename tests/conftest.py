@@ -117,24 +117,7 @@ class NodeProcess:
 
     def sockets_off_loopback(self) -> list[str]:
         """Sockets of this process and its children bound or connected to a non-loopback address."""
-        import psutil
-
-        found: list[str] = []
-        try:
-            parent = psutil.Process(self.process.pid)
-            processes = [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return found
-        for process in processes:
-            try:
-                connections = process.net_connections(kind='inet')
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            for sock in connections:
-                addresses = [sock.laddr.ip] + ([sock.raddr.ip] if sock.raddr else [])
-                if any(address not in LOOPBACK_ADDRESSES for address in addresses):
-                    found.append(f'pid {process.pid}: {sock.laddr} -> {sock.raddr or "-"}')
-        return found
+        return off_loopback(inet_sockets(self.process.pid))
 
     def stop(self, timeout_s: float = 15.0) -> int:
         """SIGINT (Ctrl-C) and wait; SIGKILL only if it does not exit. Returns the exit code."""
@@ -205,3 +188,31 @@ def held_shm_files() -> set[str]:
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return held
+
+
+def inet_sockets(pid: int) -> list[tuple[int, Any]]:
+    """(pid, socket) for every inet socket of a process and its children (gone processes skipped)."""
+    import psutil
+
+    try:
+        parent = psutil.Process(pid)
+        processes = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    found: list[tuple[int, Any]] = []
+    for process in processes:
+        try:
+            found.extend((process.pid, sock) for sock in process.net_connections(kind='inet'))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def off_loopback(sockets: list[tuple[int, Any]]) -> list[str]:
+    """The sockets bound or connected to an address other than 127.0.0.1 / ::1, described."""
+    found = []
+    for pid, sock in sockets:
+        addresses = [sock.laddr.ip] + ([sock.raddr.ip] if sock.raddr else [])
+        if any(address not in LOOPBACK_ADDRESSES for address in addresses):
+            found.append(f'pid {pid}: {sock.laddr} -> {sock.raddr or "-"}')
+    return found

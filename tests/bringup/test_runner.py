@@ -16,12 +16,11 @@ from rcl_interfaces.srv import GetParameters
 from rclpy.parameter import parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from tests.conftest import fastdds_shm_files, held_shm_files
+from tests.conftest import fastdds_shm_files, held_shm_files, inet_sockets, off_loopback
 from weld_bringup import graph
 from weld_interfaces.msg import DefectLabel, DefectResult
 from weld_interfaces.srv import Capture
 
-LOOPBACK = {'127.0.0.1', '::1'}
 LAYER = {'weld_camera': {'ros__parameters': {'rate_hz': 10.0, 'width': 320, 'height': 240, 'seed': 3}}}
 
 
@@ -143,10 +142,9 @@ def test_runner_brings_up_the_configured_graph_and_stops_it_cleanly(
     pids = list(runner.node_pids().values())
     assert len(pids) == 3
     for pid in pids:
-        sockets = psutil.Process(pid).net_connections(kind='inet')
+        sockets = inet_sockets(pid)
         assert sockets, 'a node with no sockets is not on DDS'
-        off_loopback = [sock for sock in sockets if sock.laddr.ip not in LOOPBACK]
-        assert not off_loopback, f'node sockets on a real network interface: {off_loopback}'
+        assert not off_loopback(sockets), f'node sockets on a real network interface: {off_loopback(sockets)}'
     runner.process.send_signal(signal.SIGINT)
     assert runner.finish() == 0, runner.output
     for key in graph.NODE_KEYS:

@@ -3,11 +3,10 @@
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
 
-from tests.conftest import LOOPBACK_ADDRESSES, fastdds_shm_files, held_shm_files
+from tests.conftest import fastdds_shm_files, held_shm_files, inet_sockets, off_loopback
 from weld_interfaces.msg import DefectResult
 from weld_interfaces.srv import Capture
 
@@ -41,12 +40,9 @@ def test_defect_result_and_capture_service_cross_processes(ros_node, spawn_node)
     assert answer.session_id == 'peer-session'
 
     # every socket the peer opened is bound to loopback: nothing can reach a real interface
-    sockets = psutil.Process(peer.process.pid).net_connections(kind='inet')
+    sockets = inet_sockets(peer.process.pid)
     assert sockets, 'the peer opened no sockets at all: is it really using DDS?'
-    for sock in sockets:
-        assert sock.laddr.ip in LOOPBACK_ADDRESSES, f'socket on a real interface: {sock}'
-        if sock.raddr:
-            assert sock.raddr.ip in LOOPBACK_ADDRESSES, f'connection to a real interface: {sock}'
+    assert not off_loopback(sockets), 'sockets on a real interface'
 
     assert peer.stop() == 0, peer.output
     time.sleep(0.5)
