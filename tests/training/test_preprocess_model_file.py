@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -150,3 +151,17 @@ def test_loader_accepts_a_complete_model_and_refuses_missing_or_inconsistent_met
     with pytest.raises(ModelError, match='no such model file'):
         read_model_info(tmp_path / 'missing.onnx')
     assert 'class_names' in REQUIRED_METADATA_KEYS and 'input_size' in REQUIRED_METADATA_KEYS
+
+
+def test_vga_depth_gives_the_features_of_the_320x240_frame() -> None:
+    """A VGA camera shows the model what it was trained on at 320x240 (features at the input size)."""
+    rng = np.random.default_rng(3)
+    depth = (0.1 + rng.normal(0, 1e-4, (240, 320))).astype(np.float32)
+    depth[100:110, :] -= 0.002  # a bead
+    depth[rng.random((240, 320)) < 0.02] = 0.0  # dropout
+    rgb = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    names = ('r', 'g', 'b', 'height', 'relief', 'valid')
+    pre = Preprocessor(input_size=(240, 320), channels=names, normalization=dict.fromkeys(names, (0.0, 1.0)))
+    vga_rgb = cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_NEAREST)
+    vga_depth = cv2.resize(depth, (640, 480), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_allclose(pre(vga_rgb, vga_depth), pre(rgb, depth), atol=1e-4)

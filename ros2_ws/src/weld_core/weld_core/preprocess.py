@@ -39,7 +39,11 @@ _SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('heigh
 # bump at full strength, the rest are area averages
 _POOLING = {'relief_min': 'min', 'relief_max': 'max', 'pits': 'max', 'bumps': 'max'}
 
-PREPROCESS_VERSION = '1'
+# 2: a depth image larger than the input is brought to the input size (masked area average) before
+# the depth features when no block-pooled channel is asked for (1 computed them at the sensor's size)
+PREPROCESS_VERSION = '2'
+# channels that keep the extreme of each block of sensor pixels: they need the sensor's resolution
+BLOCK_CHANNELS: tuple[str, ...] = ('relief_min', 'relief_max', 'pits', 'bumps')
 
 # Neutral normalisation: colour 0..1 -> about -1..1, heights in mm kept in their unit (a few mm).
 DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
@@ -297,6 +301,19 @@ class Preprocessor:
             'valid': valid.astype(np.float32),
         }
 
+    def _area_depth(self, depth_m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Depth averaged over the valid sensor pixels of each input pixel, and the valid share."""
+        depth = np.asarray(depth_m, dtype=np.float32)
+        near, far = self.depth_range_m
+        valid = (np.isfinite(depth) & (depth > near) & (depth < far)).astype(np.float32)
+        height, width = size
+        total = cv2.resize(
+            np.where(valid > 0, depth, 0.0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
+        )
+        share = cv2.resize(valid, (width, height), interpolation=cv2.INTER_AREA)
+        small = np.where(share > 1e-6, total / np.maximum(share, np.float32(1e-6)), 0.0).astype(np.float32)
+        return small, np.clip(share, 0.0, 1.0)
+
     @staticmethod
     def _masked_blur(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
         total = cv2.GaussianBlur(values * weight, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
@@ -306,9 +323,12 @@ class Preprocessor:
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised.
 
-        The depth features are computed at the sensor's resolution and then pooled to
-        ``input_size`` (area average; block min/max for ``relief_min``/``relief_max``): a pore of two
-        pixels survives the downscaling instead of vanishing between the samples of a resize.
+        With a block-pooled channel (``relief_min``, ``relief_max``, ``pits``, ``bumps``) the depth
+        features are computed at the sensor's resolution and then pooled to ``input_size`` (area
+        average; block min/max): a pore of two pixels survives the downscaling instead of vanishing
+        between the samples of a resize. Otherwise a larger depth image is first averaged down to
+        ``input_size`` over its valid pixels (``valid`` = their share), and the features are
+        computed there, so their scales in pixels do not depend on the camera's resolution.
         """
         self._check_inputs(rgb, depth_m)
         height, width = self.input_size
@@ -319,7 +339,15 @@ class Preprocessor:
             colour = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
             planes.update({name: colour[:, :, index] for index, name in enumerate(RGB_CHANNELS)})
         if self.uses_depth:
-            features = self.depth_features(depth_m)
+            larger = depth_m.shape[0] > height and depth_m.shape[1] > width
+            if larger and not any(name in BLOCK_CHANNELS for name in self.channels):
+                # features at the input size: the relief scales (in pixels) then mean the same for a
+                # VGA camera as for the 320x240 frames a model was trained on, at a quarter of the cost
+                small, share = self._area_depth(depth_m, (height, width))
+                features = self.depth_features(small)
+                features['valid'] = np.where(features['valid'] > 0, share, 0.0).astype(np.float32)
+            else:
+                features = self.depth_features(depth_m)
             features['relief_min'] = features['relief_max'] = features['relief']
             for name in self.channels:
                 if name in features and name not in planes:
