@@ -23,14 +23,25 @@ from training.errors import DatasetError
 from weld_core.classes import check_class_list
 from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
 
+# Preprocessor settings a config may change (``data.preprocess``); they travel in the ONNX metadata
+PREPROCESS_SETTINGS = ('height_clip_mm', 'relief_sigma_px', 'relief_denoise_px', 'tophat_px')
 
-def make_preprocessor(channels: Sequence[str], input_size: Sequence[int]) -> Preprocessor:
-    """The Preprocessor a training run uses: these channels and size, the default normalisation."""
+
+def make_preprocessor(
+    channels: Sequence[str], input_size: Sequence[int], settings: dict[str, Any] | None = None
+) -> Preprocessor:
+    """The Preprocessor a training run uses: these channels, size and settings, default normalisation."""
     names = expand_channels(list(channels))
+    unknown = sorted(set(settings or {}) - set(PREPROCESS_SETTINGS))
+    if unknown:
+        raise DatasetError(
+            f'unknown preprocess setting(s) {", ".join(unknown)}: use {", ".join(PREPROCESS_SETTINGS)}'
+        )
     return Preprocessor(
         input_size=(int(input_size[0]), int(input_size[1])),
         channels=names,
         normalization={name: DEFAULT_NORMALIZATION[name] for name in names},
+        **(settings or {}),
     )
 
 
@@ -94,6 +105,7 @@ class WeldDataModule(pl.LightningDataModule):
         dataset_dir: str,
         channels: str = 'rgb,height,relief_min,relief_max,pits,bumps,valid',
         input_size: tuple[int, int] = (60, 80),
+        preprocess: dict[str, float] | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         balanced_sampler: bool = False,
@@ -108,7 +120,7 @@ class WeldDataModule(pl.LightningDataModule):
         self.store = FrameStore(dataset_dir)
         self.class_names: tuple[str, ...] = check_class_list(self.store.manifest['classes'])
         self.channels: tuple[str, ...] = expand_channels(channels)
-        self.preprocessor = make_preprocessor(self.channels, input_size)
+        self.preprocessor = make_preprocessor(self.channels, input_size, preprocess)
         self.splits = self._assign_splits(val_sessions, test_sessions)
         counts = {split: len(frames) for split, frames in self.splits.items()}
         if not counts.get('train'):

@@ -1,6 +1,6 @@
 """``python -m training.export``: checkpoint -> ONNX with the contract metadata, verified.
 
-    python -m training.export runs/default/version_0/checkpoints/best-*.ckpt -o models/weld.onnx \\
+    python -m training.export runs/default/version_0/checkpoints/calibrated.ckpt -o models/weld.onnx \\
         --dataset data/weldsim [--int8]
 
 The exported graph takes the preprocessed (N, C, H, W) float32 input of
@@ -83,7 +83,7 @@ def build_metadata(
 
 
 def preprocessor_of(model: WeldClassifier) -> Preprocessor:
-    return make_preprocessor(model.channels, model.hparams['input_size'])
+    return make_preprocessor(model.channels, model.hparams['input_size'], model.hparams.get('preprocess'))
 
 
 def _write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:

@@ -6,7 +6,9 @@
 
 The default config is always loaded first; ``--config`` files given on the command line (e.g.
 training/configs/resnet18.yaml, rgb_only.yaml, depth_only.yaml) override parts of it.
-After training, the best checkpoint (highest validation macro-recall) is evaluated on the
+After training, the best checkpoint (highest validation macro-recall) gets its good-class
+threshold calibrated on the validation split (``--max_good_fpr``, default 0.05: see
+training/calibrate.py) and is saved as ``calibrated.ckpt`` beside it; that model is evaluated on the
 validation and the held-out test sessions, and a report folder is written next to the logs
 (``<log_dir>/report``): metrics.json, confusion matrices, training curves and misclassified
 samples. ``fit()`` does the same from Python.
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from training.calibrate import Calibration, choose_good_bias, fold_good_bias
 from training.data import WeldDataModule
 from training.metrics import classification_metrics
 from training.module import WeldClassifier
@@ -46,8 +49,15 @@ class WeldCLI(LightningCLI):
         parser.link_arguments('data.channels', 'model.input_channels', apply_on='instantiate')
         parser.link_arguments('data.class_names', 'model.class_names', apply_on='instantiate')
         parser.link_arguments('data.input_size', 'model.input_size')
+        parser.link_arguments('data.preprocess', 'model.preprocess')
         parser.link_arguments('data.class_weights', 'model.class_weights', apply_on='instantiate')
         parser.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: all cores)')
+        parser.add_argument(
+            '--max_good_fpr',
+            type=float,
+            default=0.05,
+            help='calibrate the good-class threshold on the validation split to this good-FPR (<0: off)',
+        )
 
 
 @torch.no_grad()
@@ -59,6 +69,16 @@ def predict(model: WeldClassifier, inputs: np.ndarray, batch_size: int = 64) -> 
         batch = torch.from_numpy(inputs[start : start + batch_size].astype(np.float32)).to(model.device)
         out.append(torch.softmax(model(batch), 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.class_names)), np.float32)
+
+
+def save_calibrated(checkpoint: Path, model: WeldClassifier, calibration: Calibration) -> Path:
+    """``checkpoint`` with the calibrated weights of ``model``, saved beside it as ``calibrated.ckpt``."""
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    state['state_dict'] = {key: value.clone() for key, value in model.state_dict().items()}
+    state['weldvision_calibration'] = calibration.as_dict()
+    path = checkpoint.with_name('calibrated.ckpt')
+    torch.save(state, path)
+    return path
 
 
 def evaluate_checkpoint(
@@ -129,6 +149,32 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     trainer.fit(model, datamodule=datamodule)
     best = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
     best_model = WeldClassifier.load_from_checkpoint(best, map_location='cpu')
+    calibration = None
+    uncalibrated_test = None
+    max_good_fpr = float(cli.config.get('max_good_fpr', 0.05))
+    if max_good_fpr >= 0 and len(datamodule.splits['val']):
+        calibration = choose_good_bias(
+            predict(best_model, datamodule.inputs('val')),
+            datamodule.labels('val'),
+            best_model.class_names,
+            max_good_fpr,
+        )
+        if len(datamodule.splits['test']):
+            raw = classification_metrics(
+                torch.from_numpy(predict(best_model, datamodule.inputs('test')).argmax(1)),
+                torch.from_numpy(datamodule.labels('test')),
+                best_model.class_names,
+            )
+            uncalibrated_test = {key: raw[key] for key in ('macro_recall', 'good_fpr', 'missed_defect_rate')}
+        fold_good_bias(best_model.net, best_model.class_names, calibration.good_logit_bias)
+        best = save_calibrated(best, best_model, calibration)
+        print(
+            f'good-class threshold: logit offset {calibration.good_logit_bias:+.1f} '
+            f'(val good-FPR {calibration.val_good_fpr_before:.3f} -> {calibration.val_good_fpr_after:.3f}, '
+            f'macro-recall {calibration.val_macro_recall_before:.3f} -> '
+            f'{calibration.val_macro_recall_after:.3f})',
+            file=sys.stderr,
+        )
     log_dir = Path(trainer.log_dir or trainer.default_root_dir)
     csv_logs = [
         Path(lg.log_dir) / 'metrics.csv' for lg in trainer.loggers if type(lg).__name__ == 'CSVLogger'
@@ -136,6 +182,8 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     metrics = evaluate_checkpoint(
         best_model, datamodule, log_dir / 'report', csv_logs[0] if csv_logs else None
     )
+    metrics['calibration'] = calibration.as_dict() if calibration else None
+    metrics['test_uncalibrated'] = uncalibrated_test
     metrics['fit_seconds'] = time.perf_counter() - start
     metrics['best_checkpoint'] = str(best)
     metrics['epochs_run'] = trainer.current_epoch

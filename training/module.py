@@ -17,8 +17,8 @@ from training.models import build_model, count_flops
 class WeldClassifier(pl.LightningModule):
     """Weld-defect classifier over preprocessed RGB-D inputs.
 
-    ``input_channels``, ``class_names`` and ``input_size`` are linked from the data module by the CLI;
-    ``class_weights`` (inverse class frequency of the training split) too.
+    ``input_channels``, ``class_names``, ``input_size`` and ``preprocess`` are linked from the data
+    module by the CLI; ``class_weights`` (inverse class frequency of the training split) too.
     """
 
     def __init__(
@@ -36,6 +36,7 @@ class WeldClassifier(pl.LightningModule):
         ),
         class_names: tuple[str, ...] = ('good', 'porosity', 'spatter', 'gap', 'undercut'),
         input_size: tuple[int, int] = (60, 80),
+        preprocess: dict[str, float] | None = None,
         class_weights: list[float] | None = None,
         model_name: str = 'compact',
         model_kwargs: dict[str, Any] | None = None,
@@ -45,6 +46,8 @@ class WeldClassifier(pl.LightningModule):
         warmup_epochs: float = 1.0,
         augment: bool = True,
         augment_config: dict[str, Any] | None = None,
+        train_crop: tuple[int, int] | None = None,
+        transpose_p: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -53,7 +56,7 @@ class WeldClassifier(pl.LightningModule):
         self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
-        preprocessor = make_preprocessor(self.channels, input_size)
+        preprocessor = make_preprocessor(self.channels, input_size, preprocess)
         self.augmenter = (
             BatchAugmenter(preprocessor, AugmentConfig(**(augment_config or {}))) if augment else None
         )
@@ -71,11 +74,29 @@ class WeldClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def _crop_and_turn(self, x: torch.Tensor) -> torch.Tensor:
+        """One random window of ``train_crop`` for the batch, then a transpose with ``transpose_p``.
+
+        The networks are fully convolutional with global pooling, so they train on windows (about
+        half the pixels: half the CPU time per step) and run on the whole frame; the transpose
+        (a 90 degree turn plus a flip) shows seams in every orientation.
+        """
+        crop = self.hparams.get('train_crop')
+        if crop:
+            height, width = min(int(crop[0]), x.shape[2]), min(int(crop[1]), x.shape[3])
+            top = int(torch.randint(0, x.shape[2] - height + 1, ()))
+            left = int(torch.randint(0, x.shape[3] - width + 1, ()))
+            x = x[:, :, top : top + height, left : left + width]
+        if self.hparams.get('transpose_p') and float(torch.rand(())) < float(self.hparams['transpose_p']):
+            x = x.transpose(2, 3)
+        return x
+
     def complexity(self) -> dict[str, float]:
         return count_flops(self.net, (len(self.channels), *self.hparams['input_size']))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
+        x = self._crop_and_turn(x)
         x = self.augmenter(x) if self.augmenter is not None else x.float()
         logits = self(x)
         loss = self.loss(logits, y)

@@ -35,7 +35,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     'model_args',
     [
-        ['--model.model_name', 'compact'],
+        ['--model.model_name', 'compact', '--data.preprocess', '{"relief_denoise_px": 1.0}'],
         ['--model.model_name', 'resnet18', '--model.model_kwargs', '{}', '--data.channels', 'rgb'],
     ],
 )
@@ -62,7 +62,12 @@ def test_fit_export_parity_and_evaluate(
     )
     assert result.best_checkpoint.is_file()
     metrics = json.loads((result.report_dir / 'metrics.json').read_text())
-    assert {'val', 'test', 'complexity'} <= set(metrics)
+    assert {'val', 'test', 'complexity', 'calibration'} <= set(metrics)
+    # the good-class threshold was set on the validation split and saved in the checkpoint used
+    assert result.best_checkpoint.name == 'calibrated.ckpt'
+    calibration = torch.load(result.best_checkpoint, weights_only=False)['weldvision_calibration']
+    assert calibration == metrics['calibration']
+    assert calibration['val_good_fpr_after'] <= max(0.05, calibration['val_good_fpr_before'])
     assert metrics['sessions']['val'] != metrics['sessions']['test']
     assert (result.report_dir / 'confusion_val.png').is_file()
 
@@ -81,6 +86,8 @@ def test_fit_export_parity_and_evaluate(
     info = read_model_info(exported.path)
     assert set(REQUIRED_METADATA_KEYS) <= set(info.metadata)
     assert list(info.class_names) == CLASSES
+    if model_args[1] == 'compact':
+        assert info.metadata['relief_denoise_px'] == '1'  # data.preprocess travels with the model
     assert (
         info.metadata['training_data'] == json.loads((tiny_dataset / 'manifest.json').read_text())['digest']
     )
