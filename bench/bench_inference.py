@@ -12,8 +12,9 @@ Prints, in one run:
 4. the target check: node p95 <= 1.2 x raw call p95 + 2 ms, and no unanswered pair.
 
 Frames come from the weld_camera simulator (a handful of VGA frames, cycled). The model is an
-exported ``--model`` file, or by default the training's default network (``WeldClassifier()``,
-untrained: the cost does not depend on the weights) exported here with the training's metadata.
+exported ``--model`` file, or by default the network of the training's default config
+(training/configs/default.yaml, untrained: the cost does not depend on the weights) exported here
+with the training's metadata.
 
     .venv/bin/python bench/bench_inference.py [--seconds 10] [--model models/weld.onnx] [--threads 2]
 """
@@ -55,14 +56,24 @@ def sim_frames(count: int, width: int = 640, height: int = 480) -> list[tuple[np
 
 
 def export_default_model(path: Path) -> None:
-    """The training's default network (WeldClassifier defaults), untrained, exported with its metadata."""
+    """The network of training/configs/default.yaml, untrained, exported with its metadata."""
     import onnx
     import torch
+    import yaml
 
     from training.export import build_metadata
+    from training.fit import DEFAULT_CONFIG
     from training.module import WeldClassifier
+    from weld_core.preprocess import expand_channels
 
-    model = WeldClassifier().eval()
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    model = WeldClassifier(
+        input_channels=expand_channels(config['data']['channels']),
+        input_size=tuple(config['data']['input_size']),
+        preprocess=config['data'].get('preprocess'),
+        model_name=config['model']['model_name'],
+        model_kwargs=config['model']['model_kwargs'],
+    ).eval()
     metadata = build_metadata(model, Path('untrained.ckpt'), {}, 'untrained (benchmark)', 'bench')
     height, width = model.hparams['input_size']
     wrapped = torch.nn.Sequential(model.net, torch.nn.Softmax(dim=1)).eval()
