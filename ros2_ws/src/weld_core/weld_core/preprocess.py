@@ -38,12 +38,13 @@ _SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('heigh
 # how a depth feature is brought down to the input size: block min/max keep a one-pixel pit or
 # bump at full strength, the rest are area averages
 _POOLING = {'relief_min': 'min', 'relief_max': 'max', 'pits': 'max', 'bumps': 'max'}
+# channels that keep the extreme of each block of sensor pixels: they need the sensor's resolution
+BLOCK_CHANNELS: tuple[str, ...] = tuple(_POOLING)
 
 # 2: a depth image larger than the input is brought to the input size (masked area average) before
 # the depth features when no block-pooled channel is asked for (1 computed them at the sensor's size)
 PREPROCESS_VERSION = '2'
-# channels that keep the extreme of each block of sensor pixels: they need the sensor's resolution
-BLOCK_CHANNELS: tuple[str, ...] = ('relief_min', 'relief_max', 'pits', 'bumps')
+
 
 # Neutral normalisation: colour 0..1 -> about -1..1, heights in mm kept in their unit (a few mm).
 DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
@@ -253,11 +254,19 @@ class Preprocessor:
         )
 
     # --- the transform ---------------------------------------------------------------------
-    def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
-        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution."""
-        depth = np.asarray(depth_m, dtype=np.float32)
+    def _valid_depth(self, depth: np.ndarray) -> np.ndarray:
+        """Pixels with a finite depth inside ``depth_range_m`` (0 = no data is outside it)."""
         near, far = self.depth_range_m
-        valid = np.isfinite(depth) & (depth > near) & (depth < far)
+        return np.isfinite(depth) & (depth > near) & (depth < far)
+
+    def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
+        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution.
+
+        ``pits`` and ``bumps`` (two morphological passes) are added only when the channels ask
+        for them: the inference node runs this on every frame.
+        """
+        depth = np.asarray(depth_m, dtype=np.float32)
+        valid = self._valid_depth(depth)
         height_mm = np.zeros(depth.shape, np.float32)
         relief_mm = np.zeros(depth.shape, np.float32)
         plane = fit_plate_plane(depth, valid)
@@ -279,33 +288,28 @@ class Preprocessor:
                 else height_mm
             )
             relief_mm = np.where(valid, detail - surface, 0.0).astype(np.float32)
-            # morphological top-hats: pits (pores, grooves) and bumps (spatter) narrower than the
-            # kernel, measured against the surrounding surface; no-data pixels take the smooth
-            # surface so a dropout is not mistaken for a pit
-            filled = np.where(valid, detail, surface).astype(np.float32)
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.tophat_px, self.tophat_px))
-            pits_mm = np.where(valid, cv2.morphologyEx(filled, cv2.MORPH_BLACKHAT, kernel), 0.0).astype(
-                np.float32
-            )
-            bumps_mm = np.where(valid, cv2.morphologyEx(filled, cv2.MORPH_TOPHAT, kernel), 0.0).astype(
-                np.float32
-            )
         else:
             valid = np.zeros(depth.shape, bool)
-            pits_mm = bumps_mm = relief_mm
-        return {
-            'height': height_mm,
-            'relief': relief_mm,
-            'pits': pits_mm,
-            'bumps': bumps_mm,
-            'valid': valid.astype(np.float32),
-        }
+        features = {'height': height_mm, 'relief': relief_mm, 'valid': valid.astype(np.float32)}
+        if 'pits' in self.channels or 'bumps' in self.channels:
+            if plane is None:
+                features['pits'] = features['bumps'] = relief_mm
+            else:
+                # morphological top-hats: pits (pores, grooves) and bumps (spatter) narrower than the
+                # kernel, measured against the surrounding surface; no-data pixels take the smooth
+                # surface so a dropout is not mistaken for a pit
+                filled = np.where(valid, detail, surface).astype(np.float32)
+                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.tophat_px, self.tophat_px))
+                for name, operation in (('pits', cv2.MORPH_BLACKHAT), ('bumps', cv2.MORPH_TOPHAT)):
+                    features[name] = np.where(valid, cv2.morphologyEx(filled, operation, kernel), 0.0).astype(
+                        np.float32
+                    )
+        return features
 
     def _area_depth(self, depth_m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Depth averaged over the valid sensor pixels of each input pixel, and the valid share."""
         depth = np.asarray(depth_m, dtype=np.float32)
-        near, far = self.depth_range_m
-        valid = (np.isfinite(depth) & (depth > near) & (depth < far)).astype(np.float32)
+        valid = self._valid_depth(depth).astype(np.float32)
         height, width = size
         total = cv2.resize(
             np.where(valid > 0, depth, 0.0).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
