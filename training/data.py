@@ -165,6 +165,8 @@ class WeldDataModule(pl.LightningDataModule):
         return self.store.root / 'cache' / f'{split}-{name}.npy'
 
     def inputs(self, split: str) -> np.ndarray:
+        if split in self.tensors:  # set up already: the arrays the loaders use, not a second read
+            return self.tensors[split].tensors[0].numpy()
         frames = self.splits[split]
         if not frames:
             return np.empty((0, len(self.channels), *self.preprocessor.input_size), np.float16)
