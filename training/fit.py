@@ -27,7 +27,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from training.calibrate import Calibration, choose_good_bias, fold_good_bias
 from training.data import WeldDataModule
-from training.metrics import classification_metrics
+from training.metrics import classification_metrics, weak_classes
 from training.module import WeldClassifier
 from training.report import plot_confusion, plot_curves, plot_misclassified, write_metrics
 from weld_core.errors import WeldError
@@ -187,6 +187,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     metrics['fit_seconds'] = time.perf_counter() - start
     metrics['best_checkpoint'] = str(best)
     metrics['epochs_run'] = trainer.current_epoch
+    metrics['val_weak_classes'] = weak_classes(metrics['val']) if 'val' in metrics else {}
     write_metrics(log_dir / 'report' / 'metrics.json', metrics)
     return FitResult(
         best_checkpoint=best, report_dir=log_dir / 'report', metrics=metrics, seconds=metrics['fit_seconds']
@@ -207,6 +208,14 @@ def _summary(result: FitResult) -> str:
                 f'accuracy {m["accuracy"]:.3f}, missed defects {m.get("missed_defect_rate", 0):.3f} '
                 f'({m["frames"]} frames)'
             )
+    weak = result.metrics.get('val_weak_classes') or {}
+    if weak:
+        listed = ', '.join(f'{name} {recall:.2f}' for name, recall in weak.items())
+        lines.append(
+            f'warning: not learnt in this run (validation recall {listed}); the subtle classes are learnt '
+            'late and some runs miss one: fit again with another --seed_everything or more epochs '
+            '(docs/training.md, run-to-run spread)'
+        )
     return '\n'.join(lines)
 
 

@@ -55,3 +55,16 @@ def classification_metrics(
             float((confusion[:, good].sum() - confusion[good, good]) / defect_total) if defect_total else 0.0
         )
     return result
+
+
+# below this validation recall a class counts as not learnt: a failed run, not a weak model
+WEAK_CLASS_RECALL = 0.4
+
+
+def weak_classes(split_metrics: dict[str, Any], below: float = WEAK_CLASS_RECALL) -> dict[str, float]:
+    """Classes present in a split whose recall there is under ``below`` (name -> recall)."""
+    return {
+        name: round(values['recall'], 3)
+        for name, values in split_metrics.get('per_class', {}).items()
+        if values['support'] > 0 and values['recall'] < below
+    }

@@ -68,6 +68,9 @@ class WeldClassifier(pl.LightningModule):
             }
         )
         self.val_metrics = metrics.clone(prefix='val/')
+        # per class as well: the subtle classes are learnt late and a run can miss one entirely
+        # while the macro figure still looks middling (docs/training.md, run-to-run spread)
+        self.val_class_recall = MulticlassRecall(num_classes=num, average='none')
         self.test_metrics = metrics.clone(prefix='test/')
         self.example_input_array = torch.zeros(1, len(self.channels), *input_size)
 
@@ -108,7 +111,14 @@ class WeldClassifier(pl.LightningModule):
         logits = self(x.float())
         self.log('val/loss', self.loss(logits, y), on_epoch=True, batch_size=len(y))
         self.val_metrics.update(logits, y)
+        self.val_class_recall.update(logits, y)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        recalls = self.val_class_recall.compute()
+        self.val_class_recall.reset()
+        for name, value in zip(self.class_names, recalls, strict=True):
+            self.log(f'val/recall_{name}', value)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch

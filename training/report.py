@@ -40,7 +40,7 @@ def plot_confusion(
 
 
 def plot_curves(metrics_csv: Path, path: Path) -> bool:
-    """Training loss and validation metrics per epoch from Lightning's CSVLogger file."""
+    """Training loss, validation metrics and per-class validation recall per epoch (CSVLogger file)."""
     if not metrics_csv.is_file():
         return False
     with metrics_csv.open() as handle:
@@ -50,18 +50,28 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
         if not row.get('epoch'):
             continue
         epoch = int(float(row['epoch']))
-        for key in ('train/loss_epoch', 'val/loss', 'val/macro_recall', 'val/acc'):
-            if row.get(key):
-                series.setdefault(key, {})[epoch] = float(row[key])
+        for key, value in row.items():
+            wanted = key in ('train/loss_epoch', 'val/loss', 'val/macro_recall', 'val/acc')
+            if value and (wanted or key.startswith('val/recall_')):
+                series.setdefault(key, {})[epoch] = float(value)
     if not series:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    per_class = sorted(key for key in series if key.startswith('val/recall_'))
+    fig, axes = plt.subplots(1, 3 if per_class else 2, figsize=(15 if per_class else 10, 4))
+    left, right = axes[0], axes[1]
     for key in ('train/loss_epoch', 'val/loss'):
         if key in series:
             left.plot(list(series[key]), list(series[key].values()), label=key)
     for key in ('val/macro_recall', 'val/acc'):
         if key in series:
             right.plot(list(series[key]), list(series[key].values()), label=key)
+    if per_class:
+        # a class that stays near 0 here was not learnt in this run
+        for key in per_class:
+            axes[2].plot(list(series[key]), list(series[key].values()), label=key.removeprefix('val/'))
+        axes[2].set_xlabel('epoch')
+        axes[2].set_ylim(0, 1.02)
+        axes[2].legend(fontsize='small')
     left.set_xlabel('epoch')
     right.set_xlabel('epoch')
     left.legend()

@@ -70,6 +70,16 @@ def test_fit_export_parity_and_evaluate(
     assert calibration['val_good_fpr_after'] <= max(0.05, calibration['val_good_fpr_before'])
     assert metrics['sessions']['val'] != metrics['sessions']['test']
     assert (result.report_dir / 'confusion_val.png').is_file()
+    # per-class validation recall each epoch (a class a run did not learn shows there), and the
+    # classes under the warning line are exactly those with a low validation recall
+    header = next(iter(result.report_dir.parent.glob('metrics.csv'))).read_text().splitlines()[0]
+    assert all(f'val/recall_{name}' in header for name in CLASSES)
+    assert (result.report_dir / 'curves.png').is_file()
+    assert metrics['val_weak_classes'] == {
+        name: round(values['recall'], 3)
+        for name, values in metrics['val']['per_class'].items()
+        if values['support'] and values['recall'] < 0.4
+    }
 
     exported = export(
         result.best_checkpoint,
