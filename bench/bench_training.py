@@ -97,7 +97,9 @@ def main() -> int:
         finally:
             os.chdir(cwd)
         m = result.metrics
-        rows.append((variant, result.seconds, m.get('epochs_run'), m['val'], m.get('test'), m['complexity']))
+        rows.append(
+            (variant, result.seconds, m.get('epochs_run'), m['val'], m.get('test'), m['complexity'], m)
+        )
         print(f'{variant}: fit {result.seconds:.0f} s, best checkpoint {result.best_checkpoint}', flush=True)
 
     print()
@@ -106,7 +108,7 @@ def main() -> int:
         f'{"val macro-R":>11}{"val gFPR":>9}  {"test macro-R":>12}{"test gFPR":>10}{"test miss":>10}'
     )
     print(header)
-    for variant, seconds, epochs, val, test, cx in rows:
+    for variant, seconds, epochs, val, test, cx, _ in rows:
         test = test or {}
         print(
             f'{variant:<11}{seconds:>7.0f}{epochs!s:>7}{cx["gflop"]:>8.3f}{cx["size_mb"]:>7.2f}  '
@@ -115,6 +117,12 @@ def main() -> int:
             f'{test.get("missed_defect_rate", float("nan")):>10.3f}'
         )
     print('test = held-out sessions, never used for training or checkpoint selection')
+    for variant, *_, metrics in rows:
+        per_class = (metrics.get('test') or {}).get('per_class', {})
+        recalls = ' '.join(f'{name} {values["recall"]:.2f}' for name, values in per_class.items())
+        weak = metrics.get('val_weak_classes') or {}
+        note = f'; not learnt (val): {weak}' if weak else ''
+        print(f'{variant}: test recall per class: {recalls}{note}')
     return 0
 
 
