@@ -326,7 +326,9 @@ def test_continuous_mode_with_all_pairs_recorded(ros_node: Any, spawn_node: Any,
     assert stopped.success, stopped.message + labeler.output
     stamps, labels = read_bag(Path(stopped.bag_path))
     assert next(Path(stopped.bag_path).glob('*.db3'))
-    assert stopped.pairs_recorded == len(stamps[RGB]) >= 40  # 20 Hz for 2.5 s
+    # 20 Hz for 2.5 s is 50 pairs; a loaded 2-core machine delivered 38: the bound only rules out a
+    # recorder that kept a handful, the labelled-vs-all check below is the point of the test
+    assert stopped.pairs_recorded == len(stamps[RGB]) >= 25
     assert 10 <= len(labels) < len(stamps[RGB]) and {m.label for m in labels} == {'undercut'}
     assert set(stamp_to_ns(m.header.stamp) for m in labels) <= set(stamps[RGB])
     assert started.success and labeler.stop() == 0, labeler.output
