@@ -39,6 +39,11 @@ def plot_confusion(
     plt.close(fig)
 
 
+# loss panel, validation-metric panel (the per-class recalls get a third)
+_CURVE_PANELS = (('train/loss_epoch', 'val/loss'), ('val/macro_recall', 'val/acc'))
+_CURVE_KEYS = frozenset(key for panel in _CURVE_PANELS for key in panel)
+
+
 def plot_curves(metrics_csv: Path, path: Path) -> bool:
     """Training loss, validation metrics and per-class validation recall per epoch (CSVLogger file)."""
     if not metrics_csv.is_file():
@@ -51,32 +56,25 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
             continue
         epoch = int(float(row['epoch']))
         for key, value in row.items():
-            wanted = key in ('train/loss_epoch', 'val/loss', 'val/macro_recall', 'val/acc')
-            if value and (wanted or key.startswith('val/recall_')):
+            if value and (key in _CURVE_KEYS or key.startswith('val/recall_')):
                 series.setdefault(key, {})[epoch] = float(value)
     if not series:
         return False
-    per_class = sorted(key for key in series if key.startswith('val/recall_'))
-    fig, axes = plt.subplots(1, 3 if per_class else 2, figsize=(15 if per_class else 10, 4))
-    left, right = axes[0], axes[1]
-    for key in ('train/loss_epoch', 'val/loss'):
-        if key in series:
-            left.plot(list(series[key]), list(series[key].values()), label=key)
-    for key in ('val/macro_recall', 'val/acc'):
-        if key in series:
-            right.plot(list(series[key]), list(series[key].values()), label=key)
-    if per_class:
-        # a class that stays near 0 here was not learnt in this run
-        for key in per_class:
-            axes[2].plot(list(series[key]), list(series[key].values()), label=key.removeprefix('val/'))
-        axes[2].set_xlabel('epoch')
-        axes[2].set_ylim(0, 1.02)
-        axes[2].legend(fontsize='small')
-    left.set_xlabel('epoch')
-    right.set_xlabel('epoch')
-    left.legend()
-    right.legend()
-    right.set_ylim(0, 1)
+    # the third panel: a class that stays near 0 there was not learnt in this run
+    panels = [
+        [key for key in _CURVE_PANELS[0] if key in series],
+        [key for key in _CURVE_PANELS[1] if key in series],
+        sorted(key for key in series if key.startswith('val/recall_')),
+    ]
+    panels = panels if panels[2] else panels[:2]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    for index, (axis, keys) in enumerate(zip(axes, panels, strict=True)):
+        for key in keys:
+            axis.plot(list(series[key]), list(series[key].values()), label=key.removeprefix('val/recall_'))
+        axis.set_xlabel('epoch')
+        axis.legend(fontsize='small')
+        if index:
+            axis.set_ylim(0, 1.02)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
