@@ -53,34 +53,39 @@ class BatchAugmenter:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         x = x.float().clone()
-        batch = x.shape[0]
-        if cfg.flip:
-            flip_h = torch.rand(batch, device=x.device) < 0.5
-            flip_v = torch.rand(batch, device=x.device) < 0.5
-            x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
-            x = torch.where(flip_v[:, None, None, None], x.flip(2), x)
-        if cfg.affine_p > 0:
-            x = self._affine(x)
+        if cfg.flip or cfg.affine_p > 0:
+            x = self._geometric(x)
         if self.rgb:
             x = self._photometric(x)
         if self.surface:
             x = self._depth(x)
         return x
 
-    def _affine(self, x: torch.Tensor) -> torch.Tensor:
+    def _geometric(self, x: torch.Tensor) -> torch.Tensor:
+        """Flips, rotation, scale and shift as one resampling of every channel together.
+
+        A flip alone lands on the pixel centres (an exact copy through the bilinear sampler), so
+        folding the flips into the affine matrix costs nothing extra and saves two passes.
+        """
         cfg = self.config
         batch, _, height, width = x.shape
+        if cfg.flip:
+            flip_x = torch.where(torch.rand(batch, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+            flip_y = torch.where(torch.rand(batch, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+        else:
+            flip_x = flip_y = torch.ones(batch, device=x.device, dtype=x.dtype)
         apply = (torch.rand(batch, device=x.device) < cfg.affine_p).to(x.dtype)
         angle = self._uniform(batch, -cfg.rotate_deg, cfg.rotate_deg, x) * math.pi / 180 * apply
         scale = 1 + (self._uniform(batch, *cfg.scale, x) - 1) * apply
         shift = self._uniform(batch * 2, -cfg.shift, cfg.shift, x).view(batch, 2) * apply[:, None]
         aspect = height / width
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        # rotation in pixel space, expressed in the normalised coordinates of a non-square image
+        # rotation in pixel space, expressed in the normalised coordinates of a non-square image;
+        # the flips mirror the sampling coordinates (columns of the matrix)
         theta = torch.stack(
             [
-                torch.stack([cos, -sin * aspect, shift[:, 0]], 1),
-                torch.stack([sin / aspect, cos, shift[:, 1]], 1),
+                torch.stack([cos * flip_x, -sin * aspect * flip_y, shift[:, 0]], 1),
+                torch.stack([sin / aspect * flip_x, cos * flip_y, shift[:, 1]], 1),
             ],
             1,
         )
@@ -89,26 +94,38 @@ class BatchAugmenter:
         filler = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
         if self.valid is not None:
             filler[self.valid] = (0.0 - self.valid_norm[0]) / self.valid_norm[1]
-        shifted = x - filler[None, :, None, None]
-        warped = F.grid_sample(shifted, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-        return warped + filler[None, :, None, None]
+        if not bool(filler.any()):
+            return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+        filler = filler[None, :, None, None]
+        warped = F.grid_sample(x - filler, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+        return warped.add_(filler)
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        """Contrast about the frame's grey level, brightness, per-channel gain and pixel noise.
+
+        All of it is one per-sample, per-channel linear map of the normalised values (plus the
+        noise and the clamp to the 0..1 colour range), applied in place.
+        """
         cfg = self.config
         batch = x.shape[0]
         idx = self.rgb
-        mean = torch.tensor(self.rgb_mean, device=x.device)[None, :, None, None]
-        std = torch.tensor(self.rgb_std, device=x.device)[None, :, None, None]
-        colour = x[:, idx] * std + mean
-        contrast = self._uniform(batch, 1 - cfg.contrast, 1 + cfg.contrast, x)[:, None, None, None]
-        brightness = self._uniform(batch, -cfg.brightness, cfg.brightness, x)[:, None, None, None]
-        gain = 1 + self._uniform(batch * len(idx), -cfg.colour_gain, cfg.colour_gain, x).view(
-            batch, len(idx), 1, 1
-        )
-        grey = colour.mean((1, 2, 3), keepdim=True)
-        colour = (colour - grey) * contrast + grey + brightness
-        colour = colour * gain + torch.randn_like(colour) * cfg.rgb_noise
-        x[:, idx] = (colour.clamp(0, 1) - mean) / std
+        mean = torch.tensor(self.rgb_mean, device=x.device, dtype=x.dtype)[None, :]
+        std = torch.tensor(self.rgb_std, device=x.device, dtype=x.dtype)[None, :]
+        contrast = self._uniform(batch, 1 - cfg.contrast, 1 + cfg.contrast, x)[:, None]
+        brightness = self._uniform(batch, -cfg.brightness, cfg.brightness, x)[:, None]
+        gain = 1 + self._uniform(batch * len(idx), -cfg.colour_gain, cfg.colour_gain, x).view(batch, len(idx))
+        contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
+        colour = x[:, idx[0] : idx[0] + len(idx)] if contiguous else x[:, idx]
+        grey = (colour.mean((2, 3)) * std + mean).mean(1, keepdim=True)
+        # colour' = ((colour - grey) * contrast + grey + brightness) * gain, colour = x * std + mean
+        slope = contrast * gain
+        offset = (grey * (1 - contrast) + brightness) * gain + mean * slope
+        colour.mul_((slope * std)[:, :, None, None]).add_(offset[:, :, None, None])
+        if cfg.rgb_noise > 0:
+            colour.add_(torch.randn_like(colour), alpha=cfg.rgb_noise)
+        colour.clamp_(0, 1).sub_(mean[:, :, None, None]).div_(std[:, :, None, None])
+        if not contiguous:
+            x[:, idx] = colour
         return x
 
     def _depth(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,13 +141,13 @@ class BatchAugmenter:
         blobs = blobs < self._uniform(batch, 0, cfg.blob_dropout, x)[:, None, None, None]
         drop |= F.interpolate(blobs.float(), size=(height, width), mode='nearest')[:, 0] > 0
         for index, (mean, std) in zip(self.surface, self.surface_norm, strict=True):
-            mm = x[:, index] * std + mean
-            mm = mm * scale + torch.randn_like(mm) * noise_mm
-            mm = torch.where(drop, torch.zeros_like(mm), mm)
-            x[:, index] = (mm - mean) / std
+            # in normalised units: mm' = mm * scale + noise, mm = x * std + mean, 0 where dropped
+            plane = x[:, index]
+            plane.mul_(scale).add_(mean * (scale - 1) / std)
+            if cfg.depth_noise_mm > 0:
+                plane.addcmul_(torch.randn_like(plane), noise_mm / std)
+            plane.masked_fill_(drop, (0.0 - mean) / std)
         if self.valid is not None:
             mean, std = self.valid_norm
-            x[:, self.valid] = torch.where(
-                drop, torch.full_like(x[:, self.valid], (0 - mean) / std), x[:, self.valid]
-            )
+            x[:, self.valid].masked_fill_(drop, (0 - mean) / std)
         return x
