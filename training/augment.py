@@ -30,6 +30,9 @@ class AugmentConfig:
     rgb_noise: float = 0.02
     height_scale: tuple[float, float] = (0.85, 1.15)
     depth_noise_mm: float = 0.03
+    # white noise belongs on the per-pixel height only: the band-passed channels (relief, top-hats)
+    # carry a fifth of a sensor's pixel noise, smoothed, and white specks there look like spatter
+    depth_noise_channels: tuple[str, ...] = ('height',)
     pixel_dropout: float = 0.03
     blob_dropout: float = 0.03
 
@@ -45,6 +48,7 @@ class BatchAugmenter:
         self.rgb_std = [norm[channels[i]][1] for i in self.rgb]
         self.rgb_mean = [norm[channels[i]][0] for i in self.rgb]
         self.surface_norm = [norm[channels[i]] for i in self.surface]
+        self.noisy = [channels[i] in config.depth_noise_channels for i in self.surface]
         self.valid_norm = norm.get('valid', (0.0, 1.0))
 
     def _uniform(self, batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -140,11 +144,11 @@ class BatchAugmenter:
         blobs = torch.rand(batch, 1, max(height // 6, 1), max(width // 6, 1), device=x.device)
         blobs = blobs < self._uniform(batch, 0, cfg.blob_dropout, x)[:, None, None, None]
         drop |= F.interpolate(blobs.float(), size=(height, width), mode='nearest')[:, 0] > 0
-        for index, (mean, std) in zip(self.surface, self.surface_norm, strict=True):
+        for index, (mean, std), noisy in zip(self.surface, self.surface_norm, self.noisy, strict=True):
             # in normalised units: mm' = mm * scale + noise, mm = x * std + mean, 0 where dropped
             plane = x[:, index]
             plane.mul_(scale).add_(mean * (scale - 1) / std)
-            if cfg.depth_noise_mm > 0:
+            if noisy and cfg.depth_noise_mm > 0:
                 plane.addcmul_(torch.randn_like(plane), noise_mm / std)
             plane.masked_fill_(drop, (0.0 - mean) / std)
         if self.valid is not None:
