@@ -7,9 +7,10 @@
 The default config is always loaded first; ``--config`` files given on the command line (e.g.
 training/configs/resnet18.yaml, rgb_only.yaml, depth_only.yaml) override parts of it.
 After training, the best checkpoint (highest validation macro-recall) gets its good-class
-threshold calibrated on the validation split (``--max_good_fpr``, default 0.05: see
-training/calibrate.py) and is saved as ``calibrated.ckpt`` beside it; that model is evaluated on the
-validation and the held-out test sessions, and a report folder is written next to the logs
+threshold calibrated on the validation split (``--max_good_fpr``, default 0.05, held with
+``--good_fpr_confidence``, default 0.8: see training/calibrate.py) and is saved as
+``calibrated.ckpt`` beside it; that model is evaluated on the validation and the held-out test
+sessions, and a report folder is written next to the logs
 (``<log_dir>/report``): metrics.json, confusion matrices, training curves and misclassified
 samples. ``fit()`` does the same from Python.
 """
@@ -57,6 +58,12 @@ class WeldCLI(LightningCLI):
             type=float,
             default=0.05,
             help='calibrate the good-class threshold on the validation split to this good-FPR (<0: off)',
+        )
+        parser.add_argument(
+            '--good_fpr_confidence',
+            type=float,
+            default=0.8,
+            help='how sure the validation split must make max_good_fpr (upper confidence bound; 0: as seen)',
         )
 
 
@@ -159,6 +166,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
             datamodule.labels('val'),
             best_model.class_names,
             max_good_fpr,
+            float(cli.config.get('good_fpr_confidence', 0.8)),
         )
         if len(datamodule.splits['test']):
             raw = classification_metrics(
@@ -171,7 +179,9 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
         best = save_calibrated(best, best_model, calibration)
         print(
             f'good-class threshold: logit offset {calibration.good_logit_bias:+.1f} '
-            f'(val good-FPR {calibration.val_good_fpr_before:.3f} -> {calibration.val_good_fpr_after:.3f}, '
+            f'(val good-FPR {calibration.val_good_fpr_before:.3f} -> {calibration.val_good_fpr_after:.3f} '
+            f'of {calibration.val_good_frames} good welds, {calibration.confidence:.0%} bound '
+            f'{calibration.val_good_fpr_bound:.3f}; '
             f'macro-recall {calibration.val_macro_recall_before:.3f} -> '
             f'{calibration.val_macro_recall_after:.3f})',
             file=sys.stderr,

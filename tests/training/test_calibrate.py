@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from training.calibrate import choose_good_bias, fold_good_bias
+from training.calibrate import choose_good_bias, fold_good_bias, rate_upper_bound
 from training.data import make_preprocessor
 from training.errors import DatasetError
 from training.models import build_model
@@ -31,11 +31,45 @@ def test_bias_brings_good_fpr_within_the_limit_without_losing_defects() -> None:
     targets = np.array([0] * 20 + [1, 2, 3, 4] * 5)
     # half the good welds lean to 'spatter' by a small margin: arg-max calls them defective
     good_scores = np.where(np.arange(len(targets)) % 2 == 0, 0.55, 0.35)
-    cal = choose_good_bias(_probabilities(targets, good_scores), targets, CLASSES, max_good_fpr=0.05)
+    cal = choose_good_bias(
+        _probabilities(targets, good_scores), targets, CLASSES, max_good_fpr=0.05, confidence=0.0
+    )
     assert cal.val_good_fpr_before == pytest.approx(0.5)
     assert cal.val_good_fpr_after <= 0.05
     assert cal.val_macro_recall_after == pytest.approx(1.0)
     assert 0 < cal.good_logit_bias < 1.1  # log(0.6/0.2) would start to swallow the defects
+
+
+def test_rate_upper_bound_is_clopper_pearson() -> None:
+    # none of n seen: (1 - p)^n = 1 - confidence has a closed form
+    assert rate_upper_bound(0, 33, 0.8) == pytest.approx(1 - 0.2 ** (1 / 33), rel=1e-9)
+    # one of 33 seen: at the bound, seeing at most one has probability 0.2
+    bound = rate_upper_bound(1, 33, 0.8)
+    assert (1 - bound) ** 33 + 33 * bound * (1 - bound) ** 32 == pytest.approx(0.2, abs=1e-9)
+    assert rate_upper_bound(1, 33, 0.0) == pytest.approx(1 / 33)
+    assert rate_upper_bound(3, 3, 0.8) == 1.0
+    assert rate_upper_bound(0, 33, 0.8) < rate_upper_bound(1, 33, 0.8) < rate_upper_bound(1, 33, 0.95)
+    assert rate_upper_bound(2, 100, 0.8) < 0.05 < rate_upper_bound(3, 100, 0.8)
+
+
+def test_one_flagged_good_weld_in_33_is_not_proof_of_a_5_percent_rate() -> None:
+    targets = np.array([0] * 33 + [1, 2, 3, 4] * 8)
+    # good welds: one leans to spatter by a little (a small offset keeps it good), one by a lot
+    good_scores = np.full(len(targets), 0.7)
+    good_scores[0], good_scores[1] = 0.35, 0.1
+    probs = _probabilities(targets, good_scores)
+    seen = choose_good_bias(probs, targets, CLASSES, max_good_fpr=0.05, confidence=0.0)
+    sure = choose_good_bias(probs, targets, CLASSES, max_good_fpr=0.05, confidence=0.8)
+    # as seen, 1 of 33 flagged (3 %) passes; 80 % sure of <= 5 % needs none of 33 flagged
+    assert seen.val_good_fpr_after == pytest.approx(1 / 33)
+    assert sure.val_good_fpr_after == 0.0 and sure.good_logit_bias > seen.good_logit_bias
+    assert (
+        sure.val_good_fpr_bound == pytest.approx(rate_upper_bound(0, 33, 0.8)) and sure.val_good_frames == 33
+    )
+    # with too few good welds to be that sure, the fewest flagged is the best it can do
+    few = np.array([0] * 10 + [1, 2, 3, 4] * 3)
+    short = choose_good_bias(_probabilities(few, np.full(len(few), 0.7)), few, CLASSES, confidence=0.8)
+    assert short.val_good_fpr_after == 0.0 and 'fewest good welds flagged' in short.reason
 
 
 def test_no_offset_reaches_the_limit_takes_the_lowest_fpr() -> None:
