@@ -83,7 +83,6 @@ def save_calibrated(checkpoint: Path, model: WeldClassifier, calibration: Calibr
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     state['state_dict'] = {key: value.clone() for key, value in model.state_dict().items()}
     state['weldvision_calibration'] = calibration.as_dict()
-    state.pop('weldvision_raw_weights', None)  # weight averaging's resume state: not for a calibrated model
     path = checkpoint.with_name('calibrated.ckpt')
     torch.save(state, path)
     return path

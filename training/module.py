@@ -48,7 +48,6 @@ class WeldClassifier(pl.LightningModule):
         augment_config: dict[str, Any] | None = None,
         train_crop: tuple[int, int] | None = None,
         transpose_p: float = 0.0,
-        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,12 +73,6 @@ class WeldClassifier(pl.LightningModule):
         self.val_class_recall = MulticlassRecall(num_classes=num, average='none')
         self.test_metrics = metrics.clone(prefix='test/')
         self.example_input_array = torch.zeros(1, len(self.channels), *input_size)
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f'ema_decay must be in [0, 1), got {ema_decay}')
-        # exponential moving average of the weights (0: off); see _swap_in_average
-        self._average: dict[str, torch.Tensor] | None = None
-        self._raw: dict[str, torch.Tensor] | None = None
-        self._updates = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -112,75 +105,6 @@ class WeldClassifier(pl.LightningModule):
         loss = self.loss(logits, y)
         self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
-
-    # --- weight averaging -------------------------------------------------------------------
-    # With ``ema_decay`` > 0 an exponential moving average of the net's weights (and BatchNorm
-    # statistics) is kept during training. Validation, checkpoint selection and the saved
-    # checkpoints use the average: it is what export, calibration and the board get. The raw
-    # training weights travel in the checkpoint too (``weldvision_raw_weights``) so that a resumed
-    # fit carries on from them.
-    def on_train_batch_end(self, *_: Any) -> None:
-        decay = float(self.hparams.get('ema_decay') or 0.0)
-        if not decay:
-            return
-        state = self.net.state_dict()
-        if self._average is None:
-            self._average = {key: value.detach().clone() for key, value in state.items()}
-            self._updates = 0
-        self._updates += 1
-        # the usual warm-up: early averages follow the fast-moving weights more closely
-        weight = 1.0 - min(decay, (1.0 + self._updates) / (10.0 + self._updates))
-        with torch.no_grad():
-            for key, value in state.items():
-                if value.is_floating_point():
-                    self._average[key].lerp_(value.detach(), weight)
-                else:
-                    self._average[key].copy_(value)
-
-    def _swap_in_average(self) -> None:
-        if self._average is not None and self._raw is None:
-            self._raw = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
-            self.net.load_state_dict(self._average)
-
-    def _swap_out_average(self) -> None:
-        if self._raw is not None:
-            self.net.load_state_dict(self._raw)
-            self._raw = None
-
-    def on_validation_epoch_start(self) -> None:
-        self._swap_in_average()
-
-    def on_validation_end(self) -> None:
-        # runs after the callbacks' on_validation_end, where ModelCheckpoint saves
-        self._swap_out_average()
-
-    def on_train_end(self) -> None:
-        self._swap_in_average()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._average is None:
-            return
-        if self._raw is None:  # saved between validations: put the average in the state_dict
-            raw = self.net.state_dict()
-            for key, value in self._average.items():
-                checkpoint['state_dict']['net.' + key] = value.clone()
-        else:
-            raw = self._raw
-        checkpoint['weldvision_raw_weights'] = {key: value.detach().clone() for key, value in raw.items()}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        raw = checkpoint.get('weldvision_raw_weights')
-        if raw is None or self._trainer is None or not self.hparams.get('ema_decay'):
-            return  # a model loaded for use (export, evaluation) keeps the average
-        # a resumed fit: the state_dict's average goes on as the average, training from the raw weights
-        self._average = {
-            key[len('net.') :]: value.clone()
-            for key, value in checkpoint['state_dict'].items()
-            if key.startswith('net.')
-        }
-        self._updates = int(checkpoint.get('global_step', 0))
-        for key, value in raw.items():
-            checkpoint['state_dict']['net.' + key] = value
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
