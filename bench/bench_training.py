@@ -96,10 +96,7 @@ def main() -> int:
             result = fit(overrides, config=DEFAULT_CONFIG)
         finally:
             os.chdir(cwd)
-        m = result.metrics
-        rows.append(
-            (variant, result.seconds, m.get('epochs_run'), m['val'], m.get('test'), m['complexity'], m)
-        )
+        rows.append((variant, result.seconds, result.metrics))
         print(f'{variant}: fit {result.seconds:.0f} s, best checkpoint {result.best_checkpoint}', flush=True)
 
     print()
@@ -108,8 +105,9 @@ def main() -> int:
         f'{"val macro-R":>11}{"val gFPR":>9}  {"test macro-R":>12}{"test gFPR":>10}{"test miss":>10}'
     )
     print(header)
-    for variant, seconds, epochs, val, test, cx, _ in rows:
-        test = test or {}
+    for variant, seconds, metrics in rows:
+        val, test, cx = metrics['val'], metrics.get('test') or {}, metrics['complexity']
+        epochs = metrics.get('epochs_run')
         print(
             f'{variant:<11}{seconds:>7.0f}{epochs!s:>7}{cx["gflop"]:>8.3f}{cx["size_mb"]:>7.2f}  '
             f'{val["macro_recall"]:>11.3f}{val.get("good_fpr", float("nan")):>9.3f}  '
@@ -117,7 +115,7 @@ def main() -> int:
             f'{test.get("missed_defect_rate", float("nan")):>10.3f}'
         )
     print('test = held-out sessions, never used for training or checkpoint selection')
-    for variant, *_, metrics in rows:
+    for variant, _, metrics in rows:
         per_class = (metrics.get('test') or {}).get('per_class', {})
         recalls = ' '.join(f'{name} {values["recall"]:.2f}' for name, values in per_class.items())
         weak = metrics.get('val_weak_classes') or {}
