@@ -25,6 +25,9 @@ from torch import nn
 
 from weld_core.classes import GOOD_CLASS
 
+# how sure the validation split must make the good-FPR limit (the fit's --good_fpr_confidence)
+GOOD_FPR_CONFIDENCE = 0.8
+
 # offsets tried, in logits: from favouring defects a little to favouring good welds strongly
 BIAS_GRID = tuple(float(b) for b in np.round(np.arange(-2.0, 4.01, 0.1), 2))
 
@@ -95,7 +98,7 @@ def choose_good_bias(
     targets: np.ndarray,
     class_names: Sequence[str],
     max_good_fpr: float = 0.05,
-    confidence: float = 0.8,
+    confidence: float = GOOD_FPR_CONFIDENCE,
 ) -> Calibration:
     """The good-class logit offset for these validation probabilities (N, K) and labels (N,).
 
@@ -114,13 +117,16 @@ def choose_good_bias(
     log_probs = np.log(np.clip(probabilities, 1e-9, 1.0))
     before = _scores(log_probs, targets, good, 0.0) if len(targets) else (0.0, 0.0)
     fixed = (max_good_fpr, confidence, goods, len(targets))
+
+    def bound(fpr: float) -> float:  # of the good-FPR, from the flagged count behind ``fpr``
+        return rate_upper_bound(round(fpr * goods), goods, confidence)
+
     if goods == 0 or goods == len(targets):
-        bound = rate_upper_bound(round(before[1] * goods), goods, confidence)
-        return Calibration(0.0, *fixed, *before, *before, bound, 'no good and defective frames')
+        return Calibration(0.0, *fixed, *before, *before, bound(before[1]), 'no good and defective frames')
     results = []
     for bias in BIAS_GRID:
         macro, fpr = _scores(log_probs, targets, good, bias)
-        results.append((bias, macro, fpr, rate_upper_bound(round(fpr * goods), goods, confidence)))
+        results.append((bias, macro, fpr, bound(fpr)))
     within = [r for r in results if r[3] <= max_good_fpr + 1e-9]
     sure = f'{confidence:.0%} sure' if confidence > 0 else 'as seen'
     if within:
@@ -138,8 +144,8 @@ def choose_good_bias(
     # its middle leaves the most margin on both sides for frames the split did not have
     top = max(r[1] for r in within)
     plateau = [r for r in within if r[1] >= top - 1e-9]
-    bias, macro, fpr, bound = plateau[len(plateau) // 2]
-    return Calibration(bias, *fixed, *before, macro, fpr, bound, reason)
+    bias, macro, fpr, upper = plateau[len(plateau) // 2]
+    return Calibration(bias, *fixed, *before, macro, fpr, upper, reason)
 
 
 def fold_good_bias(net: nn.Module, class_names: Sequence[str], bias: float) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from training.calibrate import Calibration, choose_good_bias, fold_good_bias
+from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, fold_good_bias
 from training.data import WeldDataModule
 from training.metrics import classification_metrics, weak_classes
 from training.module import WeldClassifier
@@ -62,7 +62,7 @@ class WeldCLI(LightningCLI):
         parser.add_argument(
             '--good_fpr_confidence',
             type=float,
-            default=0.8,
+            default=GOOD_FPR_CONFIDENCE,
             help='how sure the validation split must make max_good_fpr (upper confidence bound; 0: as seen)',
         )
 
@@ -165,7 +165,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
             datamodule.labels('val'),
             best_model.class_names,
             max_good_fpr,
-            float(cli.config.get('good_fpr_confidence', 0.8)),
+            float(cli.config.get('good_fpr_confidence', GOOD_FPR_CONFIDENCE)),
         )
         if len(datamodule.splits['test']):
             raw = classification_metrics(
