@@ -112,18 +112,24 @@ def read_bag(path: Path) -> tuple[dict[str, list[int]], list[DefectLabel]]:
     return stamps, labels
 
 
-def test_sim_camera_captures_of_every_class_are_recorded_and_exported(
-    ros_node: Any, spawn_node: Any, ros_env: dict[str, str], repo_root: Path, tmp_path: Path
-) -> None:
-    spawn_node(CAMERA, name='camera')
-    labeler = spawn_node(labeler_args(tmp_path, 'record_format:=compressed'), name='labeler')
+def _heard_labels(ros_node: Any, depth: int) -> list[DefectLabel]:
+    """The label events on /weld/labels, collected as they arrive (reliable, ``depth`` queued)."""
     published: list[DefectLabel] = []
     ros_node.node.create_subscription(
         DefectLabel,
         '/weld/labels',
         published.append,
-        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+        QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE),
     )
+    return published
+
+
+def test_sim_camera_captures_of_every_class_are_recorded_and_exported(
+    ros_node: Any, spawn_node: Any, ros_env: dict[str, str], repo_root: Path, tmp_path: Path
+) -> None:
+    spawn_node(CAMERA, name='camera')
+    labeler = spawn_node(labeler_args(tmp_path, 'record_format:=compressed'), name='labeler')
+    published = _heard_labels(ros_node, depth=50)
     ros_node.wait_for(lambda: ros_node.node.count_publishers('/weld/labels') > 0, 20.0, 'the labeler')
 
     started = cli(ros_env, repo_root, 'session', 'start', '--name', 'e2e plate', '--material', 'S235 6 mm')
@@ -312,13 +318,7 @@ def test_tiny_quota_stops_recording_cleanly_with_an_error_answer(
 def test_continuous_mode_with_all_pairs_recorded(ros_node: Any, spawn_node: Any, tmp_path: Path) -> None:
     spawn_node(CAMERA, name='camera')
     labeler = spawn_node(labeler_args(tmp_path, 'record_all_pairs:=true', 'storage:=sqlite3'), name='labeler')
-    published: list[DefectLabel] = []
-    ros_node.node.create_subscription(
-        DefectLabel,
-        '/weld/labels',
-        published.append,
-        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-    )
+    published = _heard_labels(ros_node, depth=100)
     started = call(ros_node, StartSession, '/weld_labeler/start_session', StartSession.Request(name='scan'))
     assert started.success, started.message + labeler.output
     lister = ros_node.node.create_client(ListSessions, '/weld_labeler/list_sessions')
