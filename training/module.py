@@ -5,7 +5,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
@@ -13,7 +12,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 from training.augment import AugmentConfig, BatchAugmenter
 from training.data import make_preprocessor
 from training.models import build_model, count_flops
-from training.transplant import DefectTransplant, TransplantConfig, build_defect_bank
 
 
 class WeldClassifier(pl.LightningModule):
@@ -50,7 +48,6 @@ class WeldClassifier(pl.LightningModule):
         augment_config: dict[str, Any] | None = None,
         train_crop: tuple[int, int] | None = None,
         transpose_p: float = 0.0,
-        transplant: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -63,10 +60,6 @@ class WeldClassifier(pl.LightningModule):
         self.augmenter = (
             BatchAugmenter(preprocessor, AugmentConfig(**(augment_config or {}))) if augment else None
         )
-        # the defect transplant (training/transplant.py) needs the training split: built at fit start
-        self.transplant_config = TransplantConfig(**transplant) if transplant is not None else None
-        self.transplant: DefectTransplant | None = None
-        self.preprocessor = preprocessor
         num = len(self.class_names)
         metrics = MetricCollection(
             {
@@ -104,27 +97,9 @@ class WeldClassifier(pl.LightningModule):
     def complexity(self) -> dict[str, float]:
         return count_flops(self.net, (len(self.channels), *self.hparams['input_size']))
 
-    def on_fit_start(self) -> None:
-        config = self.transplant_config
-        if config is None or self.transplant is not None:
-            return
-        data = self.trainer.datamodule
-        bank = build_defect_bank(
-            data.inputs('train'),
-            data.labels('train'),
-            self.class_names,
-            self.channels,
-            self.preprocessor,
-            config,
-        )
-        rank_zero_info(f'defect transplant: {bank.summary()} of the training split')
-        self.transplant = DefectTransplant(bank, self.class_names, self.channels, self.preprocessor, config)
-
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
         x = self._crop_and_turn(x)
-        if self.transplant is not None:
-            x, y = self.transplant(x.float(), y)
         x = self.augmenter(x) if self.augmenter is not None else x.float()
         logits = self(x)
         loss = self.loss(logits, y)
