@@ -7,7 +7,9 @@ from the manifest (grouped by session); ``val_sessions`` / ``test_sessions`` ove
 
 import hashlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,9 +178,12 @@ class WeldDataModule(pl.LightningDataModule):
         array = preprocess_frames(self.store, frames, self.preprocessor, progress=self.hparams['progress'])
         if self.hparams['cache']:
             path.parent.mkdir(exist_ok=True)
-            temp = path.with_suffix('.tmp.npy')
-            np.save(temp, array)
-            temp.replace(path)
+            # a temporary file of this call's own: two fits starting on one dataset both write the
+            # cache, and each must rename only its own file
+            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.stem}.', suffix='.tmp.npy')
+            with os.fdopen(handle, 'wb') as stream:
+                np.save(stream, array)
+            Path(temp).replace(path)
         return array
 
     def labels(self, split: str) -> np.ndarray:

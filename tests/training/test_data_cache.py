@@ -1,0 +1,48 @@
+"""The preprocessed-input cache: two fits that start on one dataset both write it without harm."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.training.bagmaker import make_frames, write_bag
+from training.convert import convert
+from training.data import WeldDataModule
+
+CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
+
+
+def _module(dataset: Path) -> WeldDataModule:
+    return WeldDataModule(
+        str(dataset), channels='rgb,height,relief,valid', input_size=(24, 32), progress=False
+    )
+
+
+def test_two_modules_writing_the_same_cache_at_once_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bag = write_bag(tmp_path / 'bag', make_frames(CLASSES, seed=0), session_id='s0')
+    convert([bag], tmp_path / 'ds', progress=False, workers=1, val_fraction=0.2, test_fraction=0.2)
+    first, second = _module(tmp_path / 'ds'), _module(tmp_path / 'ds')
+    save = np.save
+    inner: list[np.ndarray] = []
+    calls: list[str] = []
+
+    def save_while_another_fit_saves(
+        target: object, array: np.ndarray, *args: object, **kwargs: object
+    ) -> None:
+        # the second fit writes and renames its cache file after the first has written its own and
+        # before the first renames it
+        calls.append('save')
+        save(target, array, *args, **kwargs)
+        if len(calls) == 1:
+            inner.append(second.inputs('train'))
+
+    monkeypatch.setattr(np, 'save', save_while_another_fit_saves)
+    outer = first.inputs('train')
+    monkeypatch.setattr(np, 'save', save)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(outer, inner[0])
+    cache = tmp_path / 'ds' / 'cache'
+    assert [p.name for p in cache.iterdir() if p.name.endswith('.tmp.npy')] == []
+    np.testing.assert_array_equal(_module(tmp_path / 'ds').inputs('train'), outer)
