@@ -181,9 +181,13 @@ class WeldDataModule(pl.LightningDataModule):
             # a temporary file of this call's own: two fits starting on one dataset both write the
             # cache, and each must rename only its own file
             handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.stem}.', suffix='.tmp.npy')
-            with os.fdopen(handle, 'wb') as stream:
-                np.save(stream, array)
-            Path(temp).replace(path)
+            try:
+                with os.fdopen(handle, 'wb') as stream:
+                    np.save(stream, array)
+                Path(temp).replace(path)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+                raise
         return array
 
     def labels(self, split: str) -> np.ndarray:

@@ -46,3 +46,16 @@ def test_two_modules_writing_the_same_cache_at_once_both_succeed(
     cache = tmp_path / 'ds' / 'cache'
     assert [p.name for p in cache.iterdir() if p.name.endswith('.tmp.npy')] == []
     np.testing.assert_array_equal(_module(tmp_path / 'ds').inputs('train'), outer)
+
+
+def test_a_failed_cache_write_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = write_bag(tmp_path / 'bag', make_frames(CLASSES, seed=0), session_id='s0')
+    convert([bag], tmp_path / 'ds', progress=False, workers=1, val_fraction=0.2, test_fraction=0.2)
+
+    def disk_full(*_: object, **__: object) -> None:
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(np, 'save', disk_full)
+    with pytest.raises(OSError, match='No space left'):
+        _module(tmp_path / 'ds').inputs('train')
+    assert list((tmp_path / 'ds' / 'cache').iterdir()) == []
