@@ -18,12 +18,17 @@ def _module(dataset: Path) -> WeldDataModule:
     )
 
 
-def test_two_modules_writing_the_same_cache_at_once_both_succeed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
     bag = write_bag(tmp_path / 'bag', make_frames(CLASSES, seed=0), session_id='s0')
     convert([bag], tmp_path / 'ds', progress=False, workers=1, val_fraction=0.2, test_fraction=0.2)
-    first, second = _module(tmp_path / 'ds'), _module(tmp_path / 'ds')
+    return tmp_path / 'ds'
+
+
+def test_two_modules_writing_the_same_cache_at_once_both_succeed(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = _module(dataset), _module(dataset)
     save = np.save
     inner: list[np.ndarray] = []
     calls: list[str] = []
@@ -43,19 +48,17 @@ def test_two_modules_writing_the_same_cache_at_once_both_succeed(
     monkeypatch.setattr(np, 'save', save)
     assert len(calls) == 2
     np.testing.assert_array_equal(outer, inner[0])
-    cache = tmp_path / 'ds' / 'cache'
+    cache = dataset / 'cache'
     assert [p.name for p in cache.iterdir() if p.name.endswith('.tmp.npy')] == []
-    np.testing.assert_array_equal(_module(tmp_path / 'ds').inputs('train'), outer)
+    np.testing.assert_array_equal(_module(dataset).inputs('train'), outer)
 
 
-def test_a_failed_cache_write_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bag = write_bag(tmp_path / 'bag', make_frames(CLASSES, seed=0), session_id='s0')
-    convert([bag], tmp_path / 'ds', progress=False, workers=1, val_fraction=0.2, test_fraction=0.2)
+def test_a_failed_cache_write_leaves_no_file_behind(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     def disk_full(*_: object, **__: object) -> None:
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(np, 'save', disk_full)
     with pytest.raises(OSError, match='No space left'):
-        _module(tmp_path / 'ds').inputs('train')
-    assert list((tmp_path / 'ds' / 'cache').iterdir()) == []
+        _module(dataset).inputs('train')
+    assert list((dataset / 'cache').iterdir()) == []
