@@ -151,22 +151,39 @@ def parity_check(
     return worst, len(frames)
 
 
+_HEADLINE_METRICS = ('macro_recall', 'accuracy', 'good_fpr', 'missed_defect_rate', 'frames')
+
+
+def _headline_of(data: dict[str, Any], splits: tuple[str, ...] = ('val', 'test')) -> dict[str, Any]:
+    return {
+        split: {k: data[split][k] for k in _HEADLINE_METRICS if k in data[split]}
+        for split in splits
+        if split in data
+    }
+
+
 def _validation_metrics_of(checkpoint: Path) -> dict[str, Any]:
-    """Metrics the fit report recorded for this checkpoint (report/metrics.json of its run), if any."""
+    """Metrics the fit report recorded for this checkpoint (report/metrics.json of its run), if any.
+
+    A refit checkpoint (``fit --refit``) has no validation split of its own: its test figures where
+    it has held-out sessions, its sessions, and the validated model's figures under
+    ``validated_model``.
+    """
     for parent in checkpoint.parents:
         report = parent / 'report' / 'metrics.json'
         if report.is_file():
             data = json.loads(report.read_text())
+            validated = _headline_of(data) | {'sessions': data.get('sessions', {})}
             if Path(data.get('best_checkpoint', '')).resolve() == checkpoint.resolve():
-                return {
-                    split: {
-                        k: data[split][k]
-                        for k in ('macro_recall', 'accuracy', 'good_fpr', 'missed_defect_rate', 'frames')
-                        if k in data[split]
-                    }
-                    for split in ('val', 'test')
-                    if split in data
-                } | {'sessions': data.get('sessions', {})}
+                return validated
+            refitted = data.get('refit') or {}
+            if Path(refitted.get('checkpoint', '')).resolve() == checkpoint.resolve():
+                sessions = {'train': refitted['train_sessions'], 'test': refitted['test_sessions']}
+                return _headline_of(refitted, ('test',)) | {
+                    'sessions': sessions,
+                    'refit': refitted['mode'],
+                    'validated_model': validated,
+                }
     return {}
 
 

@@ -13,6 +13,10 @@ threshold calibrated on the validation split (``--max_good_fpr``, default 0.05, 
 sessions, and a report folder is written next to the logs
 (``<log_dir>/report``): metrics.json, confusion matrices, training curves and misclassified
 samples. ``fit()`` does the same from Python.
+
+``--refit trainval`` (or ``all``) then trains the same configuration again on the training and
+validation sessions (or every session) and saves it as ``refit.ckpt`` with the validated good-class
+offset, with its test figures next to the validated model's in metrics.json (training/refit.py).
 """
 
 import os
@@ -30,7 +34,9 @@ from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bia
 from training.data import WeldDataModule
 from training.metrics import classification_metrics, weak_classes
 from training.module import WeldClassifier
+from training.refit import REFIT_MODES, refit
 from training.report import plot_confusion, plot_curves, plot_misclassified, write_metrics
+from weld_core.classes import GOOD_CLASS
 from weld_core.errors import WeldError
 
 CONFIG_DIR = Path(__file__).resolve().parent / 'configs'
@@ -41,6 +47,8 @@ DEFAULT_CONFIG = CONFIG_DIR / 'default.yaml'
 class FitResult:
     best_checkpoint: Path
     report_dir: Path
+    # the model to deploy when --refit asked for one (trained on more sessions), else None
+    refit_checkpoint: Path | None
     metrics: dict[str, Any]
     seconds: float
 
@@ -65,6 +73,14 @@ class WeldCLI(LightningCLI):
             default=GOOD_FPR_CONFIDENCE,
             help='how sure the validation split must make max_good_fpr (upper confidence bound; 0: as seen)',
         )
+        parser.add_argument(
+            '--refit',
+            type=str,
+            default='none',
+            choices=REFIT_MODES,
+            help='after the validated fit, train again on train+val sessions (trainval) or on every '
+            'session (all) for the model to deploy, refit.ckpt (training/refit.py; doubles the time)',
+        )
 
 
 @torch.no_grad()
@@ -76,6 +92,21 @@ def predict(model: WeldClassifier, inputs: np.ndarray, batch_size: int = 64) -> 
         batch = torch.from_numpy(inputs[start : start + batch_size].astype(np.float32)).to(model.device)
         out.append(torch.softmax(model(batch), 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(model.class_names)), np.float32)
+
+
+def held_out_metrics(
+    model: WeldClassifier, datamodule: WeldDataModule, good_bias: float = 0.0
+) -> dict[str, Any]:
+    """Metrics of ``model`` on the test split, with ``good_bias`` added to its good-class logit."""
+    log_probs = np.log(np.clip(predict(model, datamodule.inputs('test')), 1e-12, 1.0))
+    log_probs[:, list(model.class_names).index(GOOD_CLASS)] += good_bias
+    return classification_metrics(
+        torch.from_numpy(log_probs.argmax(1)), torch.from_numpy(datamodule.labels('test')), model.class_names
+    )
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics[key] for key in ('macro_recall', 'good_fpr', 'missed_defect_rate')}
 
 
 def save_calibrated(checkpoint: Path, model: WeldClassifier, calibration: Calibration) -> Path:
@@ -168,12 +199,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
             float(cli.config.get('good_fpr_confidence', GOOD_FPR_CONFIDENCE)),
         )
         if len(datamodule.splits['test']):
-            raw = classification_metrics(
-                torch.from_numpy(predict(best_model, datamodule.inputs('test')).argmax(1)),
-                torch.from_numpy(datamodule.labels('test')),
-                best_model.class_names,
-            )
-            uncalibrated_test = {key: raw[key] for key in ('macro_recall', 'good_fpr', 'missed_defect_rate')}
+            uncalibrated_test = headline(held_out_metrics(best_model, datamodule))
         fold_good_bias(best_model.net, best_model.class_names, calibration.good_logit_bias)
         best = save_calibrated(best, best_model, calibration)
         print(
@@ -199,8 +225,41 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     metrics['epochs_run'] = trainer.current_epoch
     metrics['val_weak_classes'] = weak_classes(metrics['val']) if 'val' in metrics else {}
     write_metrics(log_dir / 'report' / 'metrics.json', metrics)
+    refit_checkpoint = None
+    mode = str(cli.config.get('refit') or 'none')
+    if mode != 'none':
+        print(f'refit ({mode}): the same configuration from scratch on more sessions', file=sys.stderr)
+        refitted = refit(
+            best_model,
+            datamodule,
+            cli.config['trainer'].as_dict(),
+            int(trainer.max_epochs or 1),
+            calibration,
+            mode,
+            log_dir / 'refit',
+            cli.config.get('seed_everything'),
+        )
+        refit_checkpoint = refitted.checkpoint
+        summary = dict(refitted.summary)
+        if len(refitted.datamodule.splits['test']):
+            summary['test'] = held_out_metrics(refitted.model, refitted.datamodule)
+            raw = held_out_metrics(refitted.model, refitted.datamodule, -summary['good_logit_bias'])
+            summary['test_uncalibrated'] = headline(raw)
+            plot_confusion(
+                summary['test']['confusion'],
+                refitted.model.class_names,
+                log_dir / 'report' / 'confusion_test_refit.png',
+                f'refit ({mode}), test: macro-recall {summary["test"]["macro_recall"]:.3f}',
+            )
+        metrics['refit'] = summary
+        metrics['fit_seconds'] = time.perf_counter() - start
+        write_metrics(log_dir / 'report' / 'metrics.json', metrics)
     return FitResult(
-        best_checkpoint=best, report_dir=log_dir / 'report', metrics=metrics, seconds=metrics['fit_seconds']
+        best_checkpoint=best,
+        report_dir=log_dir / 'report',
+        refit_checkpoint=refit_checkpoint,
+        metrics=metrics,
+        seconds=metrics['fit_seconds'],
     )
 
 
@@ -218,6 +277,21 @@ def _summary(result: FitResult) -> str:
                 f'accuracy {m["accuracy"]:.3f}, missed defects {m.get("missed_defect_rate", 0):.3f} '
                 f'({m["frames"]} frames)'
             )
+    refitted = result.metrics.get('refit')
+    if refitted:
+        lines.append(
+            f'refit ({refitted["mode"]}, {refitted["train_frames"]} frames of '
+            f'{", ".join(refitted["train_sessions"])}, '
+            f'{refitted["epochs"]} epochs, {refitted["seconds"]:.0f} s): {result.refit_checkpoint}'
+        )
+        if 'test' in refitted:
+            m = refitted['test']
+            lines.append(
+                f'refit test: macro-recall {m["macro_recall"]:.3f}, good-FPR {m.get("good_fpr", 0):.3f}, '
+                f'missed defects {m.get("missed_defect_rate", 0):.3f} ({m["frames"]} frames)'
+            )
+        else:
+            lines.append('refit test: none (every session trained on; see the trainval refits for figures)')
     weak = result.metrics.get('val_weak_classes') or {}
     if weak:
         listed = ', '.join(f'{name} {recall:.2f}' for name, recall in weak.items())

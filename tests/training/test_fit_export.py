@@ -9,11 +9,11 @@ import torch
 
 from tests.training.bagmaker import make_frames, write_bag
 from training.convert import convert
-from training.data import FrameStore
+from training.data import FrameStore, WeldDataModule
 from training.errors import ExportError
 from training.evaluate import evaluate, format_table
 from training.export import export, parity_check
-from training.fit import fit
+from training.fit import _summary, fit, held_out_metrics
 from training.module import WeldClassifier
 from weld_core.model_file import REQUIRED_METADATA_KEYS, read_model_info
 
@@ -115,3 +115,66 @@ def test_fit_export_parity_and_evaluate(
     results = evaluate([exported.path, exported.path], tiny_dataset, split='test')
     assert results[0]['macro_recall'] == results[1]['macro_recall']
     assert 'macro-recall' in format_table(results)
+
+
+@pytest.mark.slow
+def test_refit_trains_on_more_sessions_with_the_validated_threshold(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    common = [
+        '--data.dataset_dir',
+        str(tiny_dataset),
+        '--data.input_size',
+        '[24, 32]',
+        '--data.batch_size',
+        '8',
+        '--trainer.max_epochs',
+        '2',
+        '--trainer.enable_progress_bar',
+        'false',
+        '--data.progress',
+        'false',
+    ]
+    result = fit([*common, '--refit', 'trainval'])
+    metrics = json.loads((result.report_dir / 'metrics.json').read_text())
+    refitted = metrics['refit']
+    sessions = metrics['sessions']
+    # trained on the validation session as well; the test session stays held out and is measured
+    assert refitted['train_sessions'] == sorted(sessions['train'] + sessions['val'])
+    assert refitted['test_sessions'] == sessions['test']
+    assert refitted['epochs'] == 2
+    assert refitted['good_logit_bias'] == metrics['calibration']['good_logit_bias']
+    assert result.refit_checkpoint is not None and result.refit_checkpoint.name == 'refit.ckpt'
+    state = torch.load(result.refit_checkpoint, weights_only=False)
+    assert state['weldvision_refit']['train_frames'] == refitted['train_frames']
+    assert state['weldvision_calibration'] == metrics['calibration']
+    # the saved checkpoint is the model that was measured (threshold folded in)
+    model = WeldClassifier.load_from_checkpoint(result.refit_checkpoint, map_location='cpu')
+    store = FrameStore(tiny_dataset)
+    test_frames = [f for f in store.frames if f['session'] in sessions['test']]
+    assert refitted['test']['frames'] == len(test_frames)
+    data = WeldDataModule(
+        str(tiny_dataset),
+        channels=','.join(model.channels),
+        input_size=(24, 32),
+        val_sessions=[],
+        test_sessions=sessions['test'],
+        progress=False,
+    )
+    assert held_out_metrics(model, data)['confusion'] == refitted['test']['confusion']
+    exported = export(result.refit_checkpoint, tmp_path / 'refit.onnx', tiny_dataset, parity_frames=4)
+    assert exported.parity_max_abs_diff <= 1e-4
+    # the file says what it was trained on and measured with: its own test figures, not the
+    # validated model's validation figures (the validation session was in its training data)
+    recorded = json.loads(read_model_info(exported.path).metadata['validation_metrics'])
+    assert recorded['refit'] == 'trainval' and 'val' not in recorded
+    assert recorded['test']['macro_recall'] == refitted['test']['macro_recall']
+    assert recorded['sessions']['train'] == refitted['train_sessions']
+    assert recorded['validated_model']['val']['macro_recall'] == metrics['val']['macro_recall']
+    assert 'refit' in _summary(result)
+
+    everything = fit([*common, '--refit', 'all'])
+    refitted = everything.metrics['refit']
+    assert refitted['train_sessions'] == sorted({f['session'] for f in store.frames})
+    assert 'test' not in refitted and 'every session trained on' in _summary(everything)
