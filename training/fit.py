@@ -47,10 +47,10 @@ DEFAULT_CONFIG = CONFIG_DIR / 'default.yaml'
 class FitResult:
     best_checkpoint: Path
     report_dir: Path
-    # the model to deploy when --refit asked for one (trained on more sessions), else None
-    refit_checkpoint: Path | None
     metrics: dict[str, Any]
     seconds: float
+    # the model to deploy when --refit asked for one (trained on more sessions), else None
+    refit_checkpoint: Path | None = None
 
 
 class WeldCLI(LightningCLI):
