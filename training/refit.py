@@ -16,6 +16,8 @@ There is no validation split to select an epoch or set the good-class threshold 
 takes the last epoch (the learning rate has decayed by then) and the validated model's good-class
 logit offset, folded into its last layer as in ``calibrated.ckpt``. It is saved as ``refit.ckpt``
 beside the validated checkpoints; export it as any other checkpoint. It doubles the fit's time.
+Over four seeds of the default config the ``trainval`` refit gained 3.8-5.0 points of test
+macro-recall on the validated model (docs/training.md, "The model to deploy").
 """
 
 import inspect
