@@ -116,6 +116,7 @@ def main() -> int:
     print(header)
     for variant, seconds, metrics in rows:
         val, test, cx = metrics['val'], metrics.get('test') or {}, metrics['complexity']
+        seconds -= (metrics.get('refit') or {}).get('seconds', 0.0)  # the refit has a row of its own
         epochs = metrics.get('epochs_run')
         print(
             f'{variant:<11}{seconds:>7.0f}{epochs!s:>7}{cx["gflop"]:>8.3f}{cx["size_mb"]:>7.2f}  '
