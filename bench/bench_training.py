@@ -144,7 +144,9 @@ def main() -> int:
         refit_classes = (metrics.get('refit') or {}).get('test', {}).get('per_class', {})
         if refit_classes:
             recalls = ' '.join(f'{name} {values["recall"]:.2f}' for name, values in refit_classes.items())
-            print(f'{variant} +refit: test recall per class: {recalls}')
+            weak = metrics['refit'].get('train_weak_classes') or {}
+            note = f'; not learnt (own training frames): {weak}' if weak else ''
+            print(f'{variant} +refit: test recall per class: {recalls}{note}')
     return 0
 
 

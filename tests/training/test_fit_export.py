@@ -13,7 +13,8 @@ from training.data import FrameStore, WeldDataModule
 from training.errors import ExportError
 from training.evaluate import evaluate, format_table
 from training.export import export, parity_check
-from training.fit import _summary, fit, held_out_metrics
+from training.fit import _summary, fit, split_metrics
+from training.metrics import weak_classes
 from training.module import WeldClassifier
 from weld_core.model_file import REQUIRED_METADATA_KEYS, read_model_info
 
@@ -162,7 +163,7 @@ def test_refit_trains_on_more_sessions_with_the_validated_threshold(
         test_sessions=sessions['test'],
         progress=False,
     )
-    assert held_out_metrics(model, data)['confusion'] == refitted['test']['confusion']
+    assert split_metrics(model, data)['confusion'] == refitted['test']['confusion']
     exported = export(result.refit_checkpoint, tmp_path / 'refit.onnx', tiny_dataset, parity_frames=4)
     assert exported.parity_max_abs_diff <= 1e-4
     # the file says what it was trained on and measured with: its own test figures, not the
@@ -173,6 +174,12 @@ def test_refit_trains_on_more_sessions_with_the_validated_threshold(
     assert recorded['sessions']['train'] == refitted['train_sessions']
     assert recorded['validated_model']['val']['macro_recall'] == metrics['val']['macro_recall']
     assert 'refit' in _summary(result)
+    # a class the refit did not learn shows on its own training frames, and in the summary
+    train = split_metrics(model, data, 'train')
+    assert refitted['train']['macro_recall'] == train['macro_recall']
+    assert refitted['train_weak_classes'] == weak_classes(train)
+    result.metrics['refit']['train_weak_classes'] = {'spatter': 0.0}
+    assert 'the refit did not learn spatter 0.00' in _summary(result)
 
     everything = fit([*common, '--refit', 'all'])
     refitted = everything.metrics['refit']
