@@ -95,14 +95,25 @@ def predict(model: WeldClassifier, inputs: np.ndarray, batch_size: int = 64) -> 
 
 
 def split_metrics(
-    model: WeldClassifier, datamodule: WeldDataModule, split: str = 'test', good_bias: float = 0.0
-) -> dict[str, Any]:
-    """Metrics of ``model`` on ``split`` (whole frames), with ``good_bias`` added to its good-class logit."""
+    model: WeldClassifier,
+    datamodule: WeldDataModule,
+    split: str = 'test',
+    good_biases: Sequence[float] = (0.0,),
+) -> list[dict[str, Any]]:
+    """Metrics of ``model`` on ``split`` (whole frames), one per offset added to its good-class logit.
+
+    The split is run through the model once for all the offsets.
+    """
     log_probs = np.log(np.clip(predict(model, datamodule.inputs(split)), 1e-12, 1.0))
-    log_probs[:, list(model.class_names).index(GOOD_CLASS)] += good_bias
-    return classification_metrics(
-        torch.from_numpy(log_probs.argmax(1)), torch.from_numpy(datamodule.labels(split)), model.class_names
-    )
+    targets = torch.from_numpy(datamodule.labels(split))
+    good = list(model.class_names).index(GOOD_CLASS)
+    results = []
+    for bias in good_biases:
+        shifted = log_probs.copy()
+        shifted[:, good] += bias
+        preds = torch.from_numpy(shifted.argmax(1))
+        results.append(classification_metrics(preds, targets, model.class_names))
+    return results
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -199,7 +210,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
             float(cli.config.get('good_fpr_confidence', GOOD_FPR_CONFIDENCE)),
         )
         if len(datamodule.splits['test']):
-            uncalibrated_test = headline(split_metrics(best_model, datamodule))
+            uncalibrated_test = headline(split_metrics(best_model, datamodule)[0])
         fold_good_bias(best_model.net, best_model.class_names, calibration.good_logit_bias)
         best = save_calibrated(best, best_model, calibration)
         print(
@@ -244,12 +255,13 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
         # no validation split to show a class the run did not learn (a failed run of the default
         # misses spatter or porosity on its own training frames as well: recall 0.00 there, against
         # 0.61-0.90 in the runs that learnt it; docs/training.md)
-        train = split_metrics(refitted.model, refitted.datamodule, 'train')
+        (train,) = split_metrics(refitted.model, refitted.datamodule, 'train')
         summary['train'] = headline(train) | {'accuracy': train['accuracy']}
         summary['train_weak_classes'] = weak_classes(train)
         if len(refitted.datamodule.splits['test']):
-            summary['test'] = split_metrics(refitted.model, refitted.datamodule)
-            raw = split_metrics(refitted.model, refitted.datamodule, 'test', -summary['good_logit_bias'])
+            summary['test'], raw = split_metrics(
+                refitted.model, refitted.datamodule, 'test', (0.0, -summary['good_logit_bias'])
+            )
             summary['test_uncalibrated'] = headline(raw)
             plot_confusion(
                 summary['test']['confusion'],

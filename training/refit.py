@@ -114,13 +114,12 @@ def refit(
     )
     trainer.fit(model, datamodule=data)
     model = model.cpu().eval()
-    if calibration is not None:
+    if calibration is not None:  # in place, so the trainer's checkpoint below carries it
         fold_good_bias(model.net, model.class_names, calibration.good_logit_bias)
     checkpoint = out_dir.parent / 'checkpoints' / 'refit.ckpt'
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(checkpoint)
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
-    state['state_dict'] = {key: value.clone() for key, value in model.state_dict().items()}
     summary: dict[str, Any] = {
         'mode': mode,
         'epochs': epochs,
