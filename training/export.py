@@ -201,7 +201,7 @@ def export(
     checkpoint, out = Path(checkpoint), Path(out)
     if not checkpoint.is_file():
         raise ExportError(f'{checkpoint}: no such checkpoint')
-    model = WeldClassifier.load_from_checkpoint(checkpoint, map_location='cpu').eval()
+    model = WeldClassifier.load_from_checkpoint(checkpoint, map_location='cpu', init_weights=None).eval()
     store = FrameStore(dataset_dir)
     if list(store.manifest['classes']) != list(model.class_names):
         raise ExportError(

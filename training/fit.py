@@ -197,7 +197,10 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     )
     trainer.fit(model, datamodule=datamodule)
     best = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
-    best_model = WeldClassifier.load_from_checkpoint(best, map_location='cpu')
+    # the checkpoint holds the trained weights: the initial ones are not read again, but they stay
+    # in the hyperparameters (the refit starts from them as this fit did)
+    best_model = WeldClassifier.load_from_checkpoint(best, map_location='cpu', init_weights=None)
+    best_model.hparams['init_weights'] = model.hparams.get('init_weights')
     calibration = None
     uncalibrated_test = None
     max_good_fpr = float(cli.config.get('max_good_fpr', 0.05))

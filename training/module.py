@@ -1,6 +1,7 @@
 """The LightningModule: loss, optimiser, augmentation and torchmetrics around a plain network."""
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,7 +12,38 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 
 from training.augment import AugmentConfig, BatchAugmenter
 from training.data import make_preprocessor
+from training.errors import TrainingError
 from training.models import build_model, count_flops
+
+
+class InitWeightsError(TrainingError, ValueError):
+    """The weights a fit was asked to start from are missing, unreadable or of another network."""
+
+
+def load_initial_weights(net: nn.Module, path: str | Path) -> None:
+    """Start ``net`` from the network weights of a checkpoint (``net.*`` of a Lightning one) or a state dict.
+
+    Local files only (weights are never downloaded); every tensor must match this network's layout.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InitWeightsError(f'initial weights {file} not found (weights are never downloaded)')
+    try:
+        blob = torch.load(file, map_location='cpu', weights_only=True)
+    except Exception as exc:  # torch raises several types for a corrupt or foreign file
+        raise InitWeightsError(f'{file}: not a readable PyTorch checkpoint ({exc})') from exc
+    state = blob.get('state_dict', blob) if isinstance(blob, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise InitWeightsError(f'{file}: holds no state dict of network weights')
+    prefixed = {key[len('net.') :]: value for key, value in state.items() if key.startswith('net.')}
+    try:
+        net.load_state_dict(prefixed or state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InitWeightsError(
+            f'{file}: its weights do not fit this network '
+            f'(the same model, model_kwargs and channels are needed): {first}'
+        ) from exc
 
 
 class WeldClassifier(pl.LightningModule):
@@ -48,12 +80,15 @@ class WeldClassifier(pl.LightningModule):
         augment_config: dict[str, Any] | None = None,
         train_crop: tuple[int, int] | None = None,
         transpose_p: float = 0.0,
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.channels = tuple(input_channels)
         self.class_names = tuple(class_names)
         self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
+        if init_weights:
+            load_initial_weights(self.net, init_weights)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
         preprocessor = make_preprocessor(self.channels, input_size, preprocess)

@@ -1,6 +1,7 @@
 """End to end on tiny bags: convert -> a couple of fit steps on CPU -> export with parity -> evaluate."""
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -170,7 +171,18 @@ def test_refit_trains_on_more_sessions_with_the_validated_threshold(
     result.metrics['refit']['train_weak_classes'] = {'spatter': 0.0}
     assert 'the refit did not learn spatter 0.00' in _summary(result)
 
-    everything = fit([*common, '--refit', 'all'])
+    # started from local weights (here the first fit's): the refit starts from them too, and the
+    # trained checkpoints no longer need the file
+    start = tmp_path / 'start.ckpt'
+    shutil.copy(result.best_checkpoint, start)
+    everything = fit([*common, '--refit', 'all', '--model.init_weights', str(start)])
     refitted = everything.metrics['refit']
     assert refitted['train_sessions'] == sorted({f['session'] for f in store.frames})
     assert 'test' not in refitted and 'every session trained on' in _summary(everything)
+    assert everything.refit_checkpoint is not None
+    for checkpoint in (everything.best_checkpoint, everything.refit_checkpoint):
+        assert torch.load(checkpoint, weights_only=False)['hyper_parameters']['init_weights'] == str(start)
+    start.unlink()
+    assert export(
+        everything.refit_checkpoint, tmp_path / 'all.onnx', tiny_dataset, parity_frames=4
+    ).path.is_file()
