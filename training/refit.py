@@ -37,6 +37,7 @@ from training.errors import DatasetError
 from training.module import WeldClassifier
 
 REFIT_MODES = ('none', 'trainval', 'all')
+REFIT_CHECKPOINT = 'refit.ckpt'
 
 # the trainer settings a refit keeps from the validated fit (callbacks, loggers and the epoch
 # limits are its own)
@@ -88,11 +89,13 @@ def refit(
     mode: str,
     out_dir: Path,
     seed: int | None,
+    checkpoint: Path | None = None,
 ) -> RefitResult:
     """Train ``validated``'s configuration from scratch on the sessions of ``mode`` for ``epochs``.
 
     ``trainer_args`` are the validated fit's trainer settings (only those in ``_KEPT_TRAINER_ARGS``
-    are used). The result's checkpoint carries ``calibration``'s good-class offset, folded in.
+    are used). The result's checkpoint (``checkpoint``, by default ``refit.ckpt`` in the checkpoints
+    folder beside ``out_dir``) carries ``calibration``'s good-class offset, folded in.
     """
     start = time.perf_counter()
     data = refit_datamodule(datamodule, mode)
@@ -116,13 +119,14 @@ def refit(
     model = model.cpu().eval()
     if calibration is not None:  # in place, so the trainer's checkpoint below carries it
         fold_good_bias(model.net, model.class_names, calibration.good_logit_bias)
-    checkpoint = out_dir.parent / 'checkpoints' / 'refit.ckpt'
+    checkpoint = checkpoint or out_dir.parent / 'checkpoints' / REFIT_CHECKPOINT
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(checkpoint)
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     summary: dict[str, Any] = {
         'mode': mode,
         'epochs': epochs,
+        'seed': seed,
         'train_sessions': sorted({f['session'] for f in data.splits['train']}),
         'train_frames': len(data.splits['train']),
         'test_sessions': sorted({f['session'] for f in data.splits['test']}),

@@ -135,6 +135,13 @@ def test_refit_trains_on_more_sessions_with_the_validated_threshold(
     assert refitted['train_sessions'] == sorted(sessions['train'] + sessions['val'])
     assert refitted['test_sessions'] == sessions['test']
     assert refitted['epochs'] == 2
+    # a refit that misses a class on its own training frames is trained again with the next seed
+    # (two epochs on a few frames usually miss one); the best attempt is kept, the others removed
+    attempts = refitted['attempts']
+    assert [a['seed'] for a in attempts] == list(range(len(attempts)))
+    assert len(attempts) == (2 if attempts[0]['train_weak_classes'] else 1)
+    assert refitted['train'] == max((a['train'] for a in attempts), key=lambda t: t['macro_recall'])
+    assert sorted(p.name for p in result.refit_checkpoint.parent.glob('refit*')) == ['refit.ckpt']
     assert refitted['good_logit_bias'] == metrics['calibration']['good_logit_bias']
     assert result.refit_checkpoint is not None and result.refit_checkpoint.name == 'refit.ckpt'
     state = torch.load(result.refit_checkpoint, weights_only=False)
