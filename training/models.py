@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from weld_core.preprocess import DEPTH_CHANNELS, RGB_CHANNELS
+from weld_core.preprocess import COLOUR_CHANNELS, DEPTH_CHANNELS
 
 
 def _split_indices(channels: Sequence[str]) -> tuple[list[int], list[int]]:
-    rgb = [i for i, name in enumerate(channels) if name in RGB_CHANNELS]
+    rgb = [i for i, name in enumerate(channels) if name in COLOUR_CHANNELS]
     depth = [i for i, name in enumerate(channels) if name in DEPTH_CHANNELS]
     return rgb, depth
 

@@ -165,3 +165,31 @@ def test_vga_depth_gives_the_features_of_the_320x240_frame() -> None:
     vga_rgb = cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_NEAREST)
     vga_depth = cv2.resize(depth, (640, 480), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_allclose(pre(vga_rgb, vga_depth), pre(rgb, depth), atol=1e-4)
+
+
+def test_luma_detail_marks_small_dots_in_noise_units_whatever_the_exposure() -> None:
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:120, 0:160].astype(np.float32)
+    grey = 40.0 + xs + 0.3 * ys + rng.normal(0.0, 2.0, xs.shape)  # a lighting ramp and sensor noise
+    grey[60:62, 80:82] += 40.0  # a 2x2 highlight, as on a spatter droplet
+    depth = np.full((120, 160), 0.1, np.float32)
+    pre = Preprocessor(
+        input_size=(120, 160), channels=('luma_detail',), normalization={'luma_detail': (0.0, 1.0)}
+    )
+    peaks = []
+    for gain in (1.0, 0.4):  # a darker exposure: the same dot, the same noise units
+        rgb = np.repeat(np.clip(grey * gain, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+        (detail,) = pre(rgb, depth)
+        peaks.append(float(detail[59:63, 79:83].max()))
+        away = np.abs(detail[10:50, 10:60])
+        assert np.percentile(away, 99) < 4.0  # the ramp is gone, the noise is about one unit
+    assert peaks[0] > 8.0 and peaks[1] == pytest.approx(peaks[0], rel=0.25)
+    flat = np.full((120, 160, 3), 128, np.uint8)
+    assert np.all(pre(flat, depth) == 0.0)  # no detail, no noise: finite zeros, not a division by 0
+
+
+def test_the_colour_branch_takes_luma_detail() -> None:
+    from training.models import _split_indices
+
+    colour, depth = _split_indices(expand_channels('r,g,b,luma_detail,height,relief,valid'))
+    assert colour == [0, 1, 2, 3] and depth == [4, 5, 6]

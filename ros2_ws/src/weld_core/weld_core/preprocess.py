@@ -13,7 +13,9 @@ and undercut grooves stand out there whatever the bead's size. A validity channe
 where the sensor gave no data (those pixels are 0 in the height channels).
 
 Channel names (the ``input_channels`` metadata key lists them in model order):
-``r, g, b`` (colour, 0..1 before normalisation), ``height`` (mm above the plate), ``relief`` (mm
+``r, g, b`` (colour, 0..1 before normalisation), ``luma_detail`` (the grey level's band-pass, 1 and
+3 px, in units of the frame's own detail noise: the small highlights and dark dots of spatter
+droplets and pores whatever the exposure), ``height`` (mm above the plate), ``relief`` (mm
 above the local surface), ``relief_min`` / ``relief_max`` (the deepest pit / highest bump of the
 relief within each input pixel's block of sensor pixels), ``pits`` / ``bumps`` (black / white
 morphological top-hat of the height, mm: cavities and raised specks narrower than ``tophat_px``
@@ -32,8 +34,10 @@ import numpy as np
 from weld_core.errors import WeldError
 
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
+# channels computed from the colour image: the network's colour branch takes them with r, g, b
+COLOUR_CHANNELS: tuple[str, ...] = (*RGB_CHANNELS, 'luma_detail')
 DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'relief_min', 'relief_max', 'pits', 'bumps', 'valid')
-ALL_CHANNELS: tuple[str, ...] = RGB_CHANNELS + DEPTH_CHANNELS
+ALL_CHANNELS: tuple[str, ...] = COLOUR_CHANNELS + DEPTH_CHANNELS
 _SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
 # how a depth feature is brought down to the input size: block min/max keep a one-pixel pit or
 # bump at full strength, the rest are area averages
@@ -57,8 +61,16 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'relief_max': (0.0, 0.1),
     'pits': (0.0, 0.2),
     'bumps': (0.0, 0.2),
+    'luma_detail': (0.0, 3.0),
     'valid': (0.0, 1.0),
 }
+# luma_detail: a band-pass of the grey level (the fine scale keeps 2-3 px highlights and dark dots,
+# the coarse one removes lighting and the bead's shading) in units of the frame's own detail noise
+# (its robust spread: brushed, matte and glaring plates differ severalfold); the floor keeps a
+# flat image finite, the clip bounds glare edges
+_LUMA_DETAIL_SIGMAS_PX = (1.0, 3.0)
+_LUMA_NOISE_FLOOR = 0.2  # grey levels (0..255)
+_LUMA_DETAIL_CLIP = 30.0
 
 PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'input_channels',
@@ -93,6 +105,16 @@ def _pool(plane: np.ndarray, size: tuple[int, int], how: str) -> np.ndarray:
 
 class PreprocessError(WeldError, ValueError):
     """Preprocessing settings or inputs are unusable (bad metadata, wrong array shapes)."""
+
+
+def luma_detail(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 RGB -> the grey level's band-pass in units of the frame's detail noise (1.4826 x MAD)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    fine, coarse = _LUMA_DETAIL_SIGMAS_PX
+    detail = cv2.GaussianBlur(grey, (0, 0), fine) - cv2.GaussianBlur(grey, (0, 0), coarse)
+    # every other pixel in each direction: the same estimate (within a percent) at a tenth of the time
+    noise = max(1.4826 * float(np.median(np.abs(detail[::2, ::2]))), _LUMA_NOISE_FLOOR)
+    return np.clip(detail * np.float32(1.0 / noise), -_LUMA_DETAIL_CLIP, _LUMA_DETAIL_CLIP).astype(np.float32)
 
 
 def expand_channels(names: Sequence[str] | str) -> tuple[str, ...]:
@@ -197,7 +219,7 @@ class Preprocessor:
 
     @property
     def uses_rgb(self) -> bool:
-        return any(name in RGB_CHANNELS for name in self.channels)
+        return any(name in COLOUR_CHANNELS for name in self.channels)
 
     # --- metadata round trip ---------------------------------------------------------------
     def to_metadata(self) -> dict[str, str]:
@@ -342,6 +364,8 @@ class Preprocessor:
                 rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
             colour = rgb.astype(np.float32) * np.float32(1.0 / 255.0)
             planes.update({name: colour[:, :, index] for index, name in enumerate(RGB_CHANNELS)})
+            if 'luma_detail' in self.channels:
+                planes['luma_detail'] = luma_detail(rgb)
         if self.uses_depth:
             larger = depth_m.shape[0] > height and depth_m.shape[1] > width
             if larger and not any(name in BLOCK_CHANNELS for name in self.channels):
