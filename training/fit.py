@@ -21,8 +21,9 @@ offset, with its test figures next to the validated model's in metrics.json (tra
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,12 +250,17 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     refit_checkpoint = None
     mode = str(cli.config.get('refit') or 'none')
     if mode != 'none':
-        refitted, summary = _refit_until_learnt(
+        train_once = partial(
+            refit,
             best_model,
             datamodule,
             cli.config['trainer'].as_dict(),
             int(trainer.max_epochs or 1),
             calibration,
+            mode,
+        )
+        refitted, summary = _refit_until_learnt(
+            train_once,
             mode,
             log_dir,
             cli.config.get('seed_everything'),
@@ -285,17 +291,16 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
 
 
 def _refit_until_learnt(
-    validated: WeldClassifier,
-    datamodule: WeldDataModule,
-    trainer_args: dict[str, Any],
-    epochs: int,
-    calibration: Calibration | None,
+    train_once: Callable[[Path, int | None, Path], RefitResult],
     mode: str,
     log_dir: Path,
     seed: int | None,
     retries: int,
 ) -> tuple[RefitResult, dict[str, Any]]:
     """The refit, trained again with the next seed (up to ``retries`` times) while it misses a class.
+
+    ``train_once(out_dir, seed, checkpoint)`` is :func:`training.refit.refit` with the validated
+    fit's model, data, trainer settings, epochs, calibration and mode bound.
 
     There is no validation split to show a class the run did not learn: a failed run of the default
     misses spatter or porosity on its own training frames as well (recall 0.00 there, against
@@ -311,13 +316,7 @@ def _refit_until_learnt(
             + (f', attempt {attempt + 1} (seed {attempt_seed})' if attempt else ''),
             file=sys.stderr,
         )
-        result = refit(
-            validated,
-            datamodule,
-            trainer_args,
-            epochs,
-            calibration,
-            mode,
+        result = train_once(
             log_dir / ('refit' if not attempt else f'refit-{attempt + 1}'),
             attempt_seed,
             folder / f'refit-attempt{attempt + 1}.ckpt',
