@@ -89,13 +89,13 @@ def refit(
     mode: str,
     out_dir: Path,
     seed: int | None,
-    checkpoint: Path | None = None,
+    checkpoint: Path,
 ) -> RefitResult:
     """Train ``validated``'s configuration from scratch on the sessions of ``mode`` for ``epochs``.
 
     ``trainer_args`` are the validated fit's trainer settings (only those in ``_KEPT_TRAINER_ARGS``
-    are used). The result's checkpoint (``checkpoint``, by default ``refit.ckpt`` in the checkpoints
-    folder beside ``out_dir``) carries ``calibration``'s good-class offset, folded in.
+    are used). The result's checkpoint (written to ``checkpoint``) carries ``calibration``'s good-class
+    offset, folded in.
     """
     start = time.perf_counter()
     data = refit_datamodule(datamodule, mode)
@@ -119,7 +119,6 @@ def refit(
     model = model.cpu().eval()
     if calibration is not None:  # in place, so the trainer's checkpoint below carries it
         fold_good_bias(model.net, model.class_names, calibration.good_logit_bias)
-    checkpoint = checkpoint or out_dir.parent / 'checkpoints' / REFIT_CHECKPOINT
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(checkpoint)
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
