@@ -259,7 +259,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
             calibration,
             mode,
         )
-        refitted, summary = _refit_until_learnt(
+        refitted, summary = refit_until_learnt(
             train_once,
             mode,
             log_dir,
@@ -290,7 +290,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
     )
 
 
-def _refit_until_learnt(
+def refit_until_learnt(
     train_once: Callable[[Path, int | None, Path], RefitResult],
     mode: str,
     log_dir: Path,

@@ -69,12 +69,12 @@ def refit_datamodule(datamodule: WeldDataModule, mode: str) -> WeldDataModule:
         raise DatasetError(f'refit mode {mode!r} is not one of {list(REFIT_MODES[1:])}')
     test = sorted({f['session'] for f in datamodule.splits['test']}) if mode == 'trainval' else []
     kept = {
-        k: v for k, v in _init_args(WeldDataModule, datamodule.hparams).items() if not k.endswith('_sessions')
+        k: v for k, v in init_args(WeldDataModule, datamodule.hparams).items() if not k.endswith('_sessions')
     }
     return WeldDataModule(**kept, val_sessions=[], test_sessions=test)
 
 
-def _init_args(cls: type, hparams: Any) -> dict[str, Any]:
+def init_args(cls: type, hparams: Any) -> dict[str, Any]:
     """The saved hyperparameters that ``cls`` takes (LightningCLI adds entries of its own)."""
     names = set(inspect.signature(cls.__init__).parameters) - {'self'}
     return {key: value for key, value in dict(hparams).items() if key in names}
@@ -103,7 +103,7 @@ def refit(
         pl.seed_everything(seed, workers=True)
     # the data module's own input size object: the loggers refuse hparams that differ even in type
     overrides = {'class_weights': data.class_weights, 'input_size': data.hparams['input_size']}
-    model = WeldClassifier(**{**_init_args(WeldClassifier, validated.hparams), **overrides})
+    model = WeldClassifier(**{**init_args(WeldClassifier, validated.hparams), **overrides})
     out_dir.mkdir(parents=True, exist_ok=True)
     kept = {key: trainer_args[key] for key in _KEPT_TRAINER_ARGS if trainer_args.get(key) is not None}
     trainer = pl.Trainer(
