@@ -167,9 +167,19 @@ def _validation_metrics_of(checkpoint: Path) -> dict[str, Any]:
 
     A refit checkpoint (``fit --refit``) has no validation split of its own: its test figures where
     it has held-out sessions, its sessions, and the validated model's figures under
-    ``validated_model``.
+    ``validated_model``. The final model of ``training.crossval`` (every session): its
+    cross-validated figures.
     """
     for parent in checkpoint.parents:
+        crossval = parent / 'crossval.json'  # the final model of ``training.crossval``
+        if crossval.is_file():
+            final = json.loads(crossval.read_text()).get('final') or {}
+            if Path(final.get('checkpoint', '')).resolve() == checkpoint.resolve():
+                return {
+                    'crossval': final['crossval'],
+                    'sessions': {'train': final['train_sessions'], 'test': []},
+                    'refit': 'all',
+                }
         report = parent / 'report' / 'metrics.json'
         if report.is_file():
             data = json.loads(report.read_text())
