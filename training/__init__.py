@@ -1,5 +1,5 @@
 """weldvision desktop training: bags -> dataset -> Lightning fit -> verified ONNX.
 
-Commands: ``python -m training.convert | fit | export | evaluate | compare`` (each also callable as
+Commands: ``python -m training.convert | fit | crossval | export | evaluate | compare`` (each also callable as
 a Python function of the same name in its module).
 """

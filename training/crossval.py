@@ -26,9 +26,9 @@ fold models for the final one is the same estimate the refit makes, from more fr
 trains that model (``refit all``, with the refit's retries while a class is not learnt on its own
 training frames) and folds the offset in: ``<out>/final/checkpoints/refit.ckpt``, which
 ``training.export`` takes like any checkpoint (its metadata records the cross-validated figures).
-Each fold is a full training run: k folds cost k fits (about 10 CPU minutes each on weldsim).
-Finished folds are kept in ``<out>/folds/`` and not trained again, so folds can run in separate
-processes (``--only``) and a stopped run resumes.
+Each fold is a full training run: k folds cost k fits. Finished folds are kept in ``<out>/folds/``
+and not trained again, so a stopped run resumes, and folds can run in separate processes
+(``--only``; a fold being trained holds a lock file, ``training.lock``, that the others respect).
 """
 
 import json
@@ -293,6 +293,10 @@ def crossval(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFI
     )
     threads = int(cli.config.get('threads') or 0)
     torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    if str(cli.config.get('refit') or 'none') != 'none':
+        raise DatasetError(
+            '--refit is an option of training.fit: crossval trains its final model with --final'
+        )
     out = Path(cli.config['out'])
     datamodule, template = cli.datamodule, cli.model
     groups = session_groups([f['session'] for f in datamodule.store.frames], int(cli.config['folds']))

@@ -106,6 +106,8 @@ def test_crossval_trains_each_fold_without_its_sessions_then_the_final_model(
     monkeypatch.chdir(tmp_path)
     out = tmp_path / 'cv'
     args = [*tiny_fit_args(tiny_dataset), '--out', str(out), '--refit_retries', '0']
+    with pytest.raises(DatasetError, match='--final'):
+        crossval([*args, '--refit', 'all'])
     with pytest.raises(DatasetError, match='every fold done first'):
         crossval([*args, '--only', '0', '--final', 'true'])
     assert not (out / SUMMARY).exists()  # the refused run wrote no summary; its fold 0 is kept
