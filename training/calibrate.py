@@ -50,10 +50,15 @@ class Calibration:
         return asdict(self)
 
 
-def _scores(log_probs: np.ndarray, targets: np.ndarray, good: int, bias: float) -> tuple[float, float]:
+def decide(log_probs: np.ndarray, good: int, bias: float) -> np.ndarray:
+    """The classes called from (N, K) log-probabilities with ``bias`` added to class ``good``'s."""
     shifted = log_probs.copy()
     shifted[:, good] += bias
-    preds = shifted.argmax(1)
+    return shifted.argmax(1)
+
+
+def _scores(log_probs: np.ndarray, targets: np.ndarray, good: int, bias: float) -> tuple[float, float]:
+    preds = decide(log_probs, good, bias)
     recalls = [float((preds[targets == c] == c).mean()) for c in np.unique(targets)]
     goods = targets == good
     fpr = float((preds[goods] != good).mean()) if goods.any() else 0.0

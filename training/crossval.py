@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias
+from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, decide
 from training.data import WeldDataModule
 from training.errors import DatasetError
-from training.fit import DEFAULT_CONFIG, WeldCLI, headline, predict, refit_until_learnt
+from training.fit import DEFAULT_CONFIG, WeldCLI, build_cli, headline, predict, refit_until_learnt
 from training.metrics import classification_metrics
 from training.module import WeldClassifier
 from training.refit import init_args, refit
@@ -175,13 +175,6 @@ def _load_fold(fold_dir: Path) -> dict[str, Any]:
         return {key: data[key] for key in data.files}
 
 
-def _decide(log_probs: np.ndarray, class_names: Sequence[str], bias: float) -> np.ndarray:
-    """The classes called with ``bias`` added to the good-class log-probability."""
-    shifted = log_probs.copy()
-    shifted[:, list(class_names).index(GOOD_CLASS)] += bias
-    return shifted.argmax(1)
-
-
 def _metrics(preds: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     return classification_metrics(torch.from_numpy(preds), torch.from_numpy(labels), class_names)
 
@@ -223,7 +216,7 @@ def summarise(
                 max_good_fpr,
                 confidence,
             )
-            preds = _decide(log_probs[name], class_names, calibration.good_logit_bias)
+            preds = decide(log_probs[name], class_names.index(GOOD_CLASS), calibration.good_logit_bias)
             entry['nested_offset'] = calibration.good_logit_bias
             entry['nested'] = headline(_metrics(preds, labels[name], class_names))
             nested_preds.append(preds)
@@ -282,17 +275,7 @@ def _table(summary: dict[str, Any]) -> str:
 
 def crossval(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) -> dict[str, Any]:
     """Train the selected folds, then summarise (and ``--final``); returns the summary written."""
-    argv = [*(['--config', str(config)] if config else []), *args]
-    cli = CrossvalCLI(
-        WeldClassifier,
-        WeldDataModule,
-        run=False,
-        args=argv,
-        save_config_kwargs={'overwrite': True},
-        parser_kwargs={'description': __doc__.split('\n')[0]},
-    )
-    threads = int(cli.config.get('threads') or 0)
-    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    cli = build_cli(CrossvalCLI, args, config, __doc__.split('\n')[0])
     if str(cli.config.get('refit') or 'none') != 'none':
         raise DatasetError(
             '--refit is an option of training.fit: crossval trains its final model with --final'

@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, fold_good_bias
+from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, decide, fold_good_bias
 from training.data import WeldDataModule
 from training.metrics import classification_metrics, weak_classes
 from training.module import WeldClassifier
@@ -91,6 +91,9 @@ class WeldCLI(LightningCLI):
         )
 
 
+CLIType = TypeVar('CLIType', bound=WeldCLI)
+
+
 @torch.no_grad()
 def predict(model: WeldClassifier, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities of ``inputs`` (N, C, H, W) with the model in eval mode."""
@@ -117,9 +120,7 @@ def split_metrics(
     good = list(model.class_names).index(GOOD_CLASS)
     results = []
     for bias in good_biases:
-        shifted = log_probs.copy()
-        shifted[:, good] += bias
-        preds = torch.from_numpy(shifted.argmax(1))
+        preds = torch.from_numpy(decide(log_probs, good, bias))
         results.append(classification_metrics(preds, targets, model.class_names))
     return results
 
@@ -180,22 +181,30 @@ def evaluate_checkpoint(
     return results
 
 
-def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) -> FitResult:
-    """Train with ``config`` (YAML) and CLI-style ``args`` overrides; return best checkpoint, metrics."""
-    import time
-
-    start = time.perf_counter()
+def build_cli(
+    cli_class: type[CLIType], args: Sequence[str], config: str | Path | None, description: str
+) -> CLIType:
+    """``cli_class`` over ``config`` (YAML) and CLI-style ``args``, objects built, torch threads set."""
     argv = [*(['--config', str(config)] if config else []), *args]
-    cli = WeldCLI(
+    cli = cli_class(
         WeldClassifier,
         WeldDataModule,
         run=False,
         args=argv,
         save_config_kwargs={'overwrite': True},
-        parser_kwargs={'description': __doc__.split('\n')[0]},
+        parser_kwargs={'description': description},
     )
     threads = int(cli.config.get('threads') or 0)
     torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    return cli
+
+
+def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) -> FitResult:
+    """Train with ``config`` (YAML) and CLI-style ``args`` overrides; return best checkpoint, metrics."""
+    import time
+
+    start = time.perf_counter()
+    cli = build_cli(WeldCLI, args, config, __doc__.split('\n')[0])
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     flops = model.complexity()
     print(
