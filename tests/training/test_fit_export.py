@@ -108,6 +108,15 @@ def test_fit_export_parity_and_evaluate(
     if exported.int8_path is not None:
         assert read_model_info(exported.int8_path).metadata['quantization'] == 'int8-static-qdq'
         assert set(exported.int8_report) >= {'fp32', 'int8', 'macro_recall_change'}
+        # the layers that read the input stay in float: no quantised tensor feeds them
+        graph = onnx.load(str(exported.int8_path)).graph
+        kept = set(exported.int8_report['float_layers'])
+        assert kept and 0.0 <= exported.int8_report['agreement'] <= 1.0
+        produced_by = {out: node for node in graph.node for out in node.output}
+        for node in graph.node:
+            if node.name in kept:
+                source = produced_by.get(node.input[0])
+                assert source is None or source.op_type != 'DequantizeLinear'
 
     # a checkpoint that disagrees with the file must fail the parity check loudly
     other = WeldClassifier.load_from_checkpoint(result.best_checkpoint, map_location='cpu')
