@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,25 @@ from training.data import FrameStore
 from training.errors import DatasetError
 from training.metrics import classification_metrics
 from weld_core.errors import WeldError
-from weld_core.model_file import open_session, read_model_info
+from weld_core.model_file import ModelInfo, open_session, read_model_info
 
 
-def evaluate_model(
+@dataclass
+class ModelRun:
+    """One ONNX model run over frames: per-frame probabilities, class indices and timings."""
+
+    model_path: Path
+    info: ModelInfo
+    probabilities: np.ndarray  # (frames, classes), float32
+    targets: np.ndarray  # class index of each frame's label in the model's class order
+    preprocess_ms: np.ndarray
+    model_ms: np.ndarray
+
+
+def run_model(
     model_path: str | Path, store: FrameStore, frames: Sequence[dict[str, Any]], threads: int = 1
-) -> dict[str, Any]:
-    """Metrics and timings of one ONNX model on ``frames`` of ``store`` (batch 1, like the board)."""
+) -> ModelRun:
+    """Run one ONNX model on ``frames`` of ``store`` (batch 1, like the board), timing each step."""
     model_path = Path(model_path)
     session = open_session(model_path, threads=threads)
     info = read_model_info(model_path, session=session)
@@ -40,29 +53,43 @@ def evaluate_model(
     missing = sorted({f['label'] for f in frames} - set(names))
     if missing:
         raise DatasetError(f'{model_path}: the data has classes the model does not know: {missing}')
-    preds, targets, pre_ms, model_ms = [], [], [], []
-    for frame in frames:
+    probabilities = np.zeros((len(frames), len(names)), np.float32)
+    pre_ms, model_ms = np.zeros(len(frames)), np.zeros(len(frames))
+    for i, frame in enumerate(frames):
         rgb, depth = store.pair(frame)
         start = time.perf_counter()
         tensor = info.preprocessor(rgb, depth)[None]
         mid = time.perf_counter()
-        probs = session.run(None, {info.input_name: tensor})[0][0]
+        probabilities[i] = session.run(None, {info.input_name: tensor})[0][0]
         end = time.perf_counter()
-        pre_ms.append((mid - start) * 1e3)
-        model_ms.append((end - mid) * 1e3)
-        preds.append(int(np.argmax(probs)))
-        targets.append(names.index(frame['label']))
-    metrics = classification_metrics(torch.tensor(preds), torch.tensor(targets), names)
+        pre_ms[i], model_ms[i] = (mid - start) * 1e3, (end - mid) * 1e3
+    targets = np.array([names.index(f['label']) for f in frames], np.int64)
+    return ModelRun(model_path, info, probabilities, targets, pre_ms, model_ms)
+
+
+def metrics_of(run: ModelRun) -> dict[str, Any]:
+    """Metrics, median timings, size and GFLOP of a :class:`ModelRun` (the table's and JSON's row)."""
+    names = list(run.info.class_names)
+    metrics = classification_metrics(
+        torch.from_numpy(run.probabilities.argmax(1)), torch.from_numpy(run.targets), names
+    )
     metrics.update(
-        model=str(model_path),
-        model_id=info.model_id,
-        latency_ms=float(np.median(model_ms)) if model_ms else 0.0,
-        preprocess_ms=float(np.median(pre_ms)) if pre_ms else 0.0,
-        size_mb=model_path.stat().st_size / 1e6,
-        gflop=float(info.metadata.get('gflop', 'nan')),
-        input=f'{",".join(info.preprocessor.channels)} @ {info.metadata["input_size"]}',
+        model=str(run.model_path),
+        model_id=run.info.model_id,
+        latency_ms=float(np.median(run.model_ms)) if run.model_ms.size else 0.0,
+        preprocess_ms=float(np.median(run.preprocess_ms)) if run.preprocess_ms.size else 0.0,
+        size_mb=run.model_path.stat().st_size / 1e6,
+        gflop=float(run.info.metadata.get('gflop', 'nan')),
+        input=f'{",".join(run.info.preprocessor.channels)} @ {run.info.metadata["input_size"]}',
     )
     return metrics
+
+
+def evaluate_model(
+    model_path: str | Path, store: FrameStore, frames: Sequence[dict[str, Any]], threads: int = 1
+) -> dict[str, Any]:
+    """Metrics and timings of one ONNX model on ``frames`` of ``store`` (batch 1, like the board)."""
+    return metrics_of(run_model(model_path, store, frames, threads))
 
 
 def _frames(store: FrameStore, split: str) -> list[dict[str, Any]]:

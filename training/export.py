@@ -269,12 +269,6 @@ def input_layers(graph: Any) -> list[str]:
     return sorted(found)
 
 
-def _probabilities(model_path: Path, inputs: Sequence[np.ndarray]) -> np.ndarray:
-    session = open_session(model_path)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[None]})[0] for x in inputs])
-
-
 def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -> tuple[Path, dict[str, Any]]:
     """Static INT8 (QDQ) quantisation calibrated on training frames; accuracy of both on validation frames.
 
@@ -316,13 +310,12 @@ def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(int8_path))
-    from training.evaluate import evaluate_model
+    from training.evaluate import metrics_of, run_model
 
     val = [f for f in store.frames if f['split'] == 'val'] or store.frames
-    fp32 = evaluate_model(onnx_path, store, val)
-    quant = evaluate_model(int8_path, store, val)
-    inputs = [info.preprocessor(*store.pair(frame)) for frame in val]
-    p32, p8 = _probabilities(onnx_path, inputs), _probabilities(int8_path, inputs)
+    run32, run8 = run_model(onnx_path, store, val), run_model(int8_path, store, val)
+    fp32, quant = metrics_of(run32), metrics_of(run8)
+    p32, p8 = run32.probabilities, run8.probabilities
     keys = ('macro_recall', 'good_fpr', 'accuracy', 'latency_ms', 'size_mb')
     report = {
         'fp32': {k: fp32[k] for k in keys},
