@@ -27,7 +27,8 @@ trains that model (``refit all``, with the refit's retries while a class is not 
 training frames) and folds the offset in: ``<out>/final/checkpoints/refit.ckpt``, which
 ``training.export`` takes like any checkpoint (its metadata records the cross-validated figures).
 Each fold is a full training run: k folds cost k fits. Finished folds are kept in ``<out>/folds/``
-and not trained again, so a stopped run resumes, and folds can run in separate processes
+and not trained again, so a stopped run resumes (or is predicted again from its checkpoint when only
+``--model.eval_views`` changed), and folds can run in separate processes
 (``--only``; a fold being trained holds a lock file, ``training.lock``, that the others respect).
 """
 
@@ -49,7 +50,7 @@ from training.errors import DatasetError
 from training.fit import DEFAULT_CONFIG, WeldCLI, build_cli, headline, predict, refit_until_learnt
 from training.metrics import classification_metrics
 from training.module import WeldClassifier
-from training.refit import init_args, refit
+from training.refit import REFIT_CHECKPOINT, init_args, refit
 from weld_core.classes import GOOD_CLASS
 from weld_core.errors import WeldError
 
@@ -116,28 +117,10 @@ def train_fold(
     fold_dir: Path,
 ) -> dict[str, Any]:
     """Train on every session but ``group``'s, predict ``group``'s frames; written to ``fold_dir``."""
-    data_args = {
-        k: v for k, v in init_args(WeldDataModule, datamodule.hparams).items() if not k.endswith('_sessions')
-    }
-    held_out = WeldDataModule(**data_args, val_sessions=[], test_sessions=list(group))
+    held_out = _held_out_data(datamodule, group)
     train_once = partial(refit, template, held_out, trainer_args, epochs, None, 'trainval')
     result, summary = refit_until_learnt(train_once, 'trainval', fold_dir, seed, retries)
-    test = result.datamodule
-    probabilities = predict(result.model, test.inputs('test'))
-    frames = test.splits['test']
-    np.savez(
-        fold_dir / PREDICTIONS,
-        probabilities=probabilities.astype(np.float32),
-        labels=test.labels('test'),
-        sessions=np.array([f['session'] for f in frames]),
-        stamps=np.array([int(f.get('stamp_ns', 0)) for f in frames], np.int64),
-        class_names=np.array(result.model.class_names),
-    )
-    metrics = classification_metrics(
-        torch.from_numpy(probabilities.argmax(1)),
-        torch.from_numpy(test.labels('test')),
-        result.model.class_names,
-    )
+    metrics = _predict_fold(result.model, result.datamodule, fold_dir)
     fold = {
         'held_out': list(group),
         'train_sessions': summary['train_sessions'],
@@ -148,9 +131,66 @@ def train_fold(
         'train': summary['train'],
         'train_weak_classes': summary['train_weak_classes'],
         'test_argmax': metrics,
+        'eval_views': result.model.views,
     }
     (fold_dir / 'fold.json').write_text(json.dumps(fold, indent=1))
     return fold
+
+
+def _held_out_data(template_data: WeldDataModule, group: Sequence[str]) -> WeldDataModule:
+    """``template_data``'s settings with ``group`` as the test sessions and no validation split."""
+    data_args = {
+        k: v
+        for k, v in init_args(WeldDataModule, template_data.hparams).items()
+        if not k.endswith('_sessions')
+    }
+    return WeldDataModule(**data_args, val_sessions=[], test_sessions=list(group))
+
+
+def _predict_fold(model: WeldClassifier, held_out: WeldDataModule, fold_dir: Path) -> dict[str, Any]:
+    """Predict the held-out frames with ``model`` (its ``eval_views``); written to ``fold_dir``."""
+    probabilities = predict(model, held_out.inputs('test'))
+    frames = held_out.splits['test']
+    np.savez(
+        fold_dir / PREDICTIONS,
+        probabilities=probabilities.astype(np.float32),
+        labels=held_out.labels('test'),
+        sessions=np.array([f['session'] for f in frames]),
+        stamps=np.array([int(f.get('stamp_ns', 0)) for f in frames], np.int64),
+        class_names=np.array(model.class_names),
+        eval_views=np.int64(model.views),
+    )
+    return classification_metrics(
+        torch.from_numpy(probabilities.argmax(1)),
+        torch.from_numpy(held_out.labels('test')),
+        model.class_names,
+    )
+
+
+def predict_again(
+    template: WeldClassifier, template_data: WeldDataModule, group: Sequence[str], fold_dir: Path
+) -> bool:
+    """Predict a finished fold again, without training, when only ``eval_views`` changed; whether it did.
+
+    The views average mirror images of the input and change no weight, so the fold's checkpoint
+    with the template's count gives what training the fold with it would have given (for the same
+    weights). Predictions written before the count was recorded were made with one view.
+    """
+    with np.load(fold_dir / PREDICTIONS) as data:
+        views = int(data['eval_views']) if 'eval_views' in data.files else 1
+    if views == template.views:
+        return False
+    checkpoint = fold_dir / 'checkpoints' / REFIT_CHECKPOINT
+    if not checkpoint.is_file():
+        raise DatasetError(f'{fold_dir}: predicted with {views} views and its {checkpoint.name} is gone')
+    model = WeldClassifier.load_from_checkpoint(
+        checkpoint, map_location='cpu', init_weights=None, eval_views=template.views
+    )
+    fold = json.loads((fold_dir / 'fold.json').read_text())
+    fold['test_argmax'] = _predict_fold(model, _held_out_data(template_data, group), fold_dir)
+    fold['eval_views'] = template.views
+    (fold_dir / 'fold.json').write_text(json.dumps(fold, indent=1))
+    return True
 
 
 @contextmanager
@@ -305,7 +345,19 @@ def crossval(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFI
                 continue
             print(f'crossval: fold {index} of {len(groups)}: holding out {name}', file=sys.stderr)
             train_fold(template, datamodule, groups[index], trainer_args, epochs, seed, retries, fold_dir)
+    for group in groups:  # every fold done, here or elsewhere: the summary pools them all
+        fold_dir = out / 'folds' / fold_name(group)
+        if not (fold_dir / PREDICTIONS).is_file():
+            continue
+        with _claimed(fold_dir) as claimed:
+            if claimed and predict_again(template, datamodule, group, fold_dir):
+                print(
+                    f'crossval: fold {fold_name(group)} predicted again with {template.views} views '
+                    '(its checkpoint; not trained again)',
+                    file=sys.stderr,
+                )
     summary = summarise(out, groups, max_good_fpr, confidence)
+    summary['eval_views'] = template.views
     summary['dataset_digest'] = datamodule.digest
     if cli.config['final']:
         if summary['folds_missing']:

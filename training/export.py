@@ -77,6 +77,7 @@ def build_metadata(
         'output': OUTPUT_PROBABILITIES,
         'source_checkpoint': checkpoint.name,
         'gflop': f'{model.complexity()["gflop"]:.4f}',
+        'eval_views': str(model.views),
         'opset': str(OPSET),
         **preprocessor.to_metadata(),
     }
@@ -90,7 +91,7 @@ def preprocessor_of(model: WeldClassifier) -> Preprocessor:
 def _write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
-    wrapped = _Probabilities(model.net).eval()
+    wrapped = _Probabilities(model).eval()
     height, width = model.hparams['input_size']
     dummy = torch.zeros(1, len(model.channels), height, width)
     path.parent.mkdir(parents=True, exist_ok=True)

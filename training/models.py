@@ -6,6 +6,9 @@
   after the first block (the original design), for comparison and for accelerator boards.
   Pretrained weights are only ever read from a local file.
 
+:func:`view_average` runs a network on several mirror images of the frame and averages the logits
+(test-time augmentation over the flips and transposes the training already shows it).
+
 Both take the preprocessed (C, H, W) input of :class:`weld_core.preprocess.Preprocessor`; which
 channels are colour and which are depth comes from the channel names, so RGB-only and depth-only
 ablations are the same classes with fewer channels.
@@ -155,6 +158,32 @@ def build_model(name: str, channels: Sequence[str], num_classes: int, **kwargs: 
     if name in ('resnet18', 'resnet50'):
         return ResNetFusion(channels, num_classes, arch=name, **kwargs)  # type: ignore[arg-type]
     raise ValueError(f'unknown model {name!r}: use compact, resnet18 or resnet50')
+
+
+# the symmetries of the frame in the order views are added: as it is, mirrored left-right, up-down,
+# both (a half turn); then the same four transposed (quarter turns and diagonal mirrors)
+VIEW_COUNTS = (1, 2, 4, 8)
+_FLIPS = ((), (3,), (2,), (2, 3))
+
+
+def view_average(net: nn.Module, x: torch.Tensor, views: int) -> torch.Tensor:
+    """Mean of ``net``'s logits over the first ``views`` of :data:`VIEW_COUNTS`' symmetries of ``x``.
+
+    The training augmentation flips and transposes every frame, so each view is one the network was
+    taught to read; averaging their logits evens out where a 1-2 px droplet falls on the stride-2
+    grid. Views of one shape go through the network as one batch. Adding a constant to a class's
+    logit in every view adds it to the mean (the folded good-class offset stays exact).
+    """
+    if views not in VIEW_COUNTS:
+        raise ValueError(f'views must be one of {VIEW_COUNTS}, not {views}')
+    if views == 1:
+        return net(x)
+    flips = _FLIPS[: min(views, 4)]
+    batches = [torch.cat([x.flip(dims) if dims else x for dims in flips])]
+    if views == 8:
+        batches.append(batches[0].transpose(2, 3))
+    logits = torch.cat([net(batch) for batch in batches])
+    return logits.reshape(views, -1, logits.shape[1]).mean(0)
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
 from training.augment import AugmentConfig, BatchAugmenter
 from training.data import make_preprocessor
 from training.errors import TrainingError
-from training.models import build_model, count_flops
+from training.models import VIEW_COUNTS, build_model, count_flops, view_average
 
 
 class InitWeightsError(TrainingError, ValueError):
@@ -51,6 +51,9 @@ class WeldClassifier(pl.LightningModule):
 
     ``input_channels``, ``class_names``, ``input_size`` and ``preprocess`` are linked from the data
     module by the CLI; ``class_weights`` (inverse class frequency of the training split) too.
+    ``eval_views`` (1, 2, 4 or 8): mirror images averaged out of training (:func:`view_average`);
+    it multiplies the cost per frame pair and changes no weight (``training.crossval`` predicts its
+    finished folds again, without training, when only the count changed).
     """
 
     def __init__(
@@ -81,9 +84,12 @@ class WeldClassifier(pl.LightningModule):
         train_crop: tuple[int, int] | None = None,
         transpose_p: float = 0.0,
         init_weights: str | None = None,
+        eval_views: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if eval_views not in VIEW_COUNTS:
+            raise ValueError(f'eval_views must be one of {VIEW_COUNTS}, not {eval_views!r}')
         self.channels = tuple(input_channels)
         self.class_names = tuple(class_names)
         self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
@@ -110,7 +116,18 @@ class WeldClassifier(pl.LightningModule):
         self.example_input_array = torch.zeros(1, len(self.channels), *input_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """Logits; out of training, averaged over ``eval_views`` mirror images (:func:`view_average`).
+
+        Validation, checkpoint selection, the good-class threshold, cross-validation and the
+        exported ONNX graph all see the same averaged logits.
+        """
+        if self.training:
+            return self.net(x)
+        return view_average(self.net, x, self.views)
+
+    @property
+    def views(self) -> int:
+        return int(self.hparams.get('eval_views') or 1)
 
     def _crop_and_turn(self, x: torch.Tensor) -> torch.Tensor:
         """One random window of ``train_crop`` for the batch, then a transpose with ``transpose_p``.
@@ -130,7 +147,11 @@ class WeldClassifier(pl.LightningModule):
         return x
 
     def complexity(self) -> dict[str, float]:
-        return count_flops(self.net, (len(self.channels), *self.hparams['input_size']))
+        """Per frame pair, as the model runs out of training (every view counted)."""
+        figures = count_flops(self.net, (len(self.channels), *self.hparams['input_size']))
+        figures['gmac'] *= self.views
+        figures['gflop'] *= self.views
+        return figures
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch

@@ -141,3 +141,26 @@ def test_crossval_trains_each_fold_without_its_sessions_then_the_final_model(
     recorded = json.loads(read_model_info(exported.path).metadata['validation_metrics'])
     assert recorded['refit'] == 'all' and recorded['sessions']['train'] == ['s0', 's1', 's2']
     assert recorded['crossval']['nested']['macro_recall'] == summary['nested']['macro_recall']
+
+    # only the views changed: every fold is predicted again from its checkpoint, none trained again
+    checkpoints = {
+        s: (out / 'folds' / s / 'checkpoints' / 'refit.ckpt').stat().st_mtime_ns for s in ('s0', 's1', 's2')
+    }
+    with np.load(out / 'folds' / 's0' / PREDICTIONS) as data:
+        assert 'eval_views' in data.files and int(data['eval_views']) == 1
+        one_view = data['probabilities']
+    summary = crossval([*args, '--only', 'none', '--model.eval_views', '4'])
+    assert summary['eval_views'] == 4 and summary['argmax']['frames'] == 30
+    for session in ('s0', 's1', 's2'):
+        fold_dir = out / 'folds' / session
+        assert fold_dir.joinpath('checkpoints', 'refit.ckpt').stat().st_mtime_ns == checkpoints[session]
+        assert json.loads((fold_dir / 'fold.json').read_text())['eval_views'] == 4
+        with np.load(fold_dir / PREDICTIONS) as data:
+            assert int(data['eval_views']) == 4 and set(data['sessions']) == {session}
+    with np.load(out / 'folds' / 's0' / PREDICTIONS) as data:
+        four_views = data['probabilities']
+    # (a two-epoch net answers nearly alike whatever it is shown: the views move it a little)
+    assert four_views.shape == one_view.shape and not np.array_equal(four_views, one_view)
+    written = (out / 'folds' / 's0' / PREDICTIONS).stat().st_mtime_ns
+    crossval([*args, '--only', 'none', '--model.eval_views', '4'])
+    assert (out / 'folds' / 's0' / PREDICTIONS).stat().st_mtime_ns == written  # nothing left to redo
