@@ -164,3 +164,9 @@ def test_crossval_trains_each_fold_without_its_sessions_then_the_final_model(
     written = (out / 'folds' / 's0' / PREDICTIONS).stat().st_mtime_ns
     crossval([*args, '--only', 'none', '--model.eval_views', '4'])
     assert (out / 'folds' / 's0' / PREDICTIONS).stat().st_mtime_ns == written  # nothing left to redo
+    # the final model with four views: its offset chosen on the four-view predictions, views in its ONNX graph
+    summary = crossval([*args, '--model.eval_views', '4', '--final', 'true'])
+    assert summary['final']['good_logit_bias'] == summary['calibration']['good_logit_bias']
+    assert (out / 'folds' / 's0' / PREDICTIONS).stat().st_mtime_ns == written
+    exported = export(summary['final']['checkpoint'], tmp_path / 'final4.onnx', tiny_dataset, parity_frames=4)
+    assert exported.metadata['eval_views'] == '4' and exported.parity_max_abs_diff <= 1e-4
