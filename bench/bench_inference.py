@@ -17,6 +17,7 @@ exported ``--model`` file, or by default the network of the training's default c
 with the training's metadata.
 
     .venv/bin/python bench/bench_inference.py [--seconds 10] [--model models/weld.onnx] [--threads 2]
+    .venv/bin/python bench/bench_inference.py --views 4   # the default network averaging 4 mirror images
 """
 
 import argparse
@@ -55,13 +56,11 @@ def sim_frames(count: int, width: int = 640, height: int = 480) -> list[tuple[np
     return frames
 
 
-def export_default_model(path: Path) -> None:
+def export_default_model(path: Path, views: int = 1) -> None:
     """The network of training/configs/default.yaml, untrained, exported with its metadata."""
-    import onnx
-    import torch
     import yaml
 
-    from training.export import build_metadata
+    from training.export import build_metadata, write_onnx
     from training.fit import DEFAULT_CONFIG
     from training.module import WeldClassifier
     from weld_core.preprocess import expand_channels
@@ -73,25 +72,10 @@ def export_default_model(path: Path) -> None:
         preprocess=config['data'].get('preprocess'),
         model_name=config['model']['model_name'],
         model_kwargs=config['model']['model_kwargs'],
+        eval_views=views,
     ).eval()
     metadata = build_metadata(model, Path('untrained.ckpt'), {}, 'untrained (benchmark)', 'bench')
-    height, width = model.hparams['input_size']
-    wrapped = torch.nn.Sequential(model.net, torch.nn.Softmax(dim=1)).eval()
-    with tempfile.TemporaryDirectory() as temp:
-        raw = Path(temp) / 'raw.onnx'
-        torch.onnx.export(
-            wrapped,
-            (torch.zeros(1, len(model.channels), height, width),),
-            str(raw),
-            input_names=['input'],
-            output_names=['probabilities'],
-            dynamic_axes={'input': {0: 'batch'}, 'probabilities': {0: 'batch'}},
-            opset_version=17,
-            dynamo=False,
-        )
-        proto = onnx.load(str(raw))
-    onnx.helper.set_model_props(proto, metadata)
-    onnx.save(proto, str(path))
+    write_onnx(model, path, metadata)
 
 
 def bench_model(path: Path, frames: list, threads: int, calls: int) -> dict[str, list[float]]:
@@ -269,6 +253,13 @@ def main() -> int:
         '--threads', type=int, default=2, help='ONNX Runtime intra-op threads (node and raw call)'
     )
     parser.add_argument('--calls', type=int, default=100, help='calls for the raw model and rules timings')
+    parser.add_argument(
+        '--views',
+        type=int,
+        default=1,
+        choices=(1, 2, 4, 8),
+        help='mirror images averaged in the default network (--model.eval_views of training)',
+    )
     args = parser.parse_args()
 
     from weld_core.ros_env import exclusive_domain, loopback_env
@@ -282,7 +273,7 @@ def main() -> int:
         if args.model:
             model_path.write_bytes(args.model.read_bytes())
         else:
-            export_default_model(model_path)
+            export_default_model(model_path, args.views)
         timings = bench_model(model_path, frames, args.threads, args.calls)
         raw_p95 = float(np.percentile(timings['raw'], 95))
         print(

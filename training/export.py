@@ -88,7 +88,8 @@ def preprocessor_of(model: WeldClassifier) -> Preprocessor:
     return make_preprocessor(model.channels, model.hparams['input_size'], model.hparams.get('preprocess'))
 
 
-def _write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:
+def write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:
+    """``model`` (softmax on its eval-mode logits, its views included) as ONNX with ``metadata``."""
     import onnx
 
     wrapped = _Probabilities(model).eval()
@@ -227,7 +228,7 @@ def export(
     metadata = build_metadata(
         model, checkpoint, _validation_metrics_of(checkpoint), store.manifest['digest'], version
     )
-    _write_onnx(model, out, metadata)
+    write_onnx(model, out, metadata)
     worst, count = parity_check(model, out, store, parity_frames, tolerance)
     result = ExportResult(path=out, metadata=metadata, parity_max_abs_diff=worst, parity_frames=count)
     if int8:
