@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from tests.training.test_fit_export import CLASSES, tiny_dataset  # noqa: F401 (fixture)
@@ -100,7 +101,7 @@ def _checkpoint(path: Path, views: int) -> Path:
         {
             'state_dict': model.state_dict(),
             'hyper_parameters': dict(model.hparams),
-            'pytorch-lightning_version': '2.6.0',
+            'pytorch-lightning_version': pl.__version__,
         },
         path,
     )
