@@ -5,7 +5,9 @@ Output folder:
   float32 metres, 0 = no data): decoded once, so training never decodes a JPEG or PNG again;
 - ``manifest.json``: one entry per labelled frame pair (source bag, stamp, label, session, split,
   array row), counts per class and per session, what was skipped and why, the split settings,
-  and ``digest``: a sha256 over every frame's identity, label and recorded bytes.
+  each bag's camera intrinsics (from its first CameraInfo, in the pixels of the stored arrays;
+  null when the bag has none), and ``digest``: a sha256 over every frame's identity, label and
+  recorded bytes.
 
 Bags are read in two passes: the labels first (small), then only the labelled frame pairs are
 decoded, so a long unlabelled recording costs reading time but no decoding. Bags are converted in
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from training.bags import choose_topics, open_reader, opened_sources
 from training.errors import BagError, DatasetError
 from training.splits import split_frames_in_time, split_sessions
-from weld_core.bag_types import weld_typestore
+from weld_core.bag_types import CAMERA_INFO, weld_typestore
 from weld_core.classes import DEFAULT_CLASSES, check_class_list
 from weld_core.errors import WeldError
 from weld_core.images import depth_m_from_msg, rgb_from_msg
@@ -59,6 +61,8 @@ class BagResult:
     error: str | None = None
     array_sha256: str = ''
     seconds: float = 0.0
+    # fx, fy, cx, cy in the pixels of the stored arrays (None: the bag has no readable CameraInfo)
+    intrinsics: dict[str, float] | None = None
 
 
 @dataclass
@@ -124,6 +128,43 @@ def _resize(
     return rgb, depth
 
 
+def _first_camera_info(reader: Any, store: Any, rgb_topic: str) -> Any | None:
+    """The first CameraInfo of the colour camera (the one beside ``rgb_topic`` preferred), or None."""
+    conns = [c for c in reader.connections if c.msgtype == CAMERA_INFO]
+    if not conns:
+        return None
+    namespace = rgb_topic.rsplit('/image', 1)[0]
+    conns.sort(key=lambda c: not c.topic.startswith(namespace + '/'))
+    try:
+        for conn, _, raw in reader.messages(connections=conns[:1]):
+            return store.deserialize_cdr(raw, conn.msgtype)
+    except Exception:  # a damaged CameraInfo costs the intrinsics, never the frames
+        return None
+    return None
+
+
+def _array_intrinsics(
+    info: Any, source_shape: tuple[int, ...], array_shape: tuple[int, ...]
+) -> dict[str, float] | None:
+    """fx, fy, cx, cy of ``info`` in the pixels of the stored arrays (scaled if they were resized).
+
+    ``info``'s own width and height say which image its K belongs to; when unset (0), the decoded
+    frames' ``source_shape``.
+    """
+    k = [float(v) for v in info.k]
+    if len(k) != 9 or not all(np.isfinite(k)) or k[0] <= 0 or k[4] <= 0:
+        return None
+    base_height, base_width = (info.height, info.width) if info.width and info.height else source_shape[:2]
+    sx, sy = array_shape[1] / base_width, array_shape[0] / base_height
+    # pixel centres map as (x + 0.5) * s - 0.5 under a resize
+    return {
+        'fx': k[0] * sx,
+        'fy': k[4] * sy,
+        'cx': (k[2] + 0.5) * sx - 0.5,
+        'cy': (k[5] + 0.5) * sy - 0.5,
+    }
+
+
 def convert_bag(
     origin: str,
     bag_dir: str,
@@ -141,6 +182,7 @@ def convert_bag(
     store = weld_typestore()
     labels: dict[int, tuple[str, str]] = {}
     arrays: dict[str, np.ndarray] = {}
+    decoded_shape: list[int] = []
     try:
         reader = open_reader(Path(bag_dir))
     except BagError as exc:
@@ -190,6 +232,7 @@ def convert_bag(
                 depth = depth_m_from_msg(depth_msg)
                 if depth.shape != rgb.shape[:2]:
                     raise DatasetError(f'depth {depth.shape} not registered to rgb {rgb.shape[:2]}')
+                source_shape = depth.shape
                 rgb, depth = _resize(rgb, depth, size)
             except WeldError as exc:
                 result.skipped.append(
@@ -200,6 +243,7 @@ def convert_bag(
                 # one row per label at most: filled in place, no list of frames and no final stack
                 arrays['rgb'] = np.empty((len(labels), *rgb.shape), np.uint8)
                 arrays['depth'] = np.empty((len(labels), *depth.shape), np.float32)
+                decoded_shape.extend(source_shape)  # before any resize: the intrinsics' scale
             if rgb.shape != arrays['rgb'].shape[1:]:
                 result.skipped.append(
                     {
@@ -250,6 +294,10 @@ def convert_bag(
         pending_rgb, pending_depth = pairer.pending
         result.unpaired = pairer.stats.dropped + pending_rgb + pending_depth
         result.labels_without_frame = len(set(labels) - seen)
+        if arrays:
+            info = _first_camera_info(reader, store, topics.rgb)
+            if info is not None:
+                result.intrinsics = _array_intrinsics(info, tuple(decoded_shape), arrays['rgb'].shape[1:])
     except BagError as exc:
         result.error = str(exc)
     finally:

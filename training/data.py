@@ -69,6 +69,7 @@ class FrameStore:
         self.root = Path(dataset_dir)
         self.manifest = load_manifest(self.root)
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._intrinsics: dict[str, dict[str, float] | None] | None = None
 
     @property
     def frames(self) -> list[dict[str, Any]]:
@@ -87,6 +88,14 @@ class FrameStore:
         rgb, depth = self._arrays[key]
         row = int(frame['row'])
         return np.asarray(rgb[row]), np.asarray(depth[row])
+
+    def intrinsics(self, frame: dict[str, Any]) -> dict[str, float] | None:
+        """fx, fy, cx, cy (pixels of the stored arrays) of the bag ``frame`` came from; None if unknown."""
+        if self._intrinsics is None:
+            self._intrinsics = {
+                bag['key']: bag.get('intrinsics') for bag in self.manifest.get('bags', []) if 'key' in bag
+            }
+        return self._intrinsics.get(frame['array'])
 
 
 def preprocess_frames(

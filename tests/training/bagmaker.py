@@ -70,8 +70,12 @@ def write_bag(
     depth_skew_ns: int = 0,
     zstd: bool = False,
     note: str = 'test session',
+    fx: float | None = 300.0,
 ) -> Path:
-    """rgb_form: raw | bgr | jpeg | png; depth_form: raw32 | raw16 | compressed32 | compressed16."""
+    """rgb_form: raw | bgr | jpeg | png; depth_form: raw32 | raw16 | compressed32 | compressed16.
+
+    ``fx``: focal length (px) of the CameraInfo written beside every frame; None writes no CameraInfo.
+    """
     store = weld_typestore()
     types = store.types
     plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
@@ -89,7 +93,9 @@ def write_bag(
     depth_conn = writer.add_connection(
         depth_topic, COMPRESSED_IMAGE if depth_form.startswith('compressed') else IMAGE, typestore=store
     )
-    info_conn = writer.add_connection(f'{prefix}/rgb/camera_info', CAMERA_INFO, typestore=store)
+    info_conn = (
+        writer.add_connection(f'{prefix}/rgb/camera_info', CAMERA_INFO, typestore=store) if fx else None
+    )
     label_conn = writer.add_connection(f'{prefix}/labels', DEFECT_LABEL, typestore=store)
 
     def header(stamp_ns: int) -> object:
@@ -117,13 +123,14 @@ def write_bag(
         else:
             dfields = depth_m_to_image(frame.depth_m, '32FC1' if depth_form == 'raw32' else '16UC1')
             depth_msg = types[IMAGE](header=header(depth_stamp), **dfields.as_kwargs(numpy_data=True))
+        height, width = frame.depth_m.shape
         info_msg = types[CAMERA_INFO](
             header=header(frame.stamp_ns),
-            height=HEIGHT,
-            width=WIDTH,
+            height=height,
+            width=width,
             distortion_model='plumb_bob',
             d=np.zeros(5),
-            k=np.array([300.0, 0, WIDTH / 2, 0, 300.0, HEIGHT / 2, 0, 0, 1]),
+            k=np.array([fx or 0.0, 0, width / 2, 0, fx or 0.0, height / 2, 0, 0, 1]),
             r=np.eye(3).ravel(),
             p=np.zeros(12),
             binning_x=0,
@@ -134,7 +141,8 @@ def write_bag(
         )
         writer.write(rgb_conn, frame.stamp_ns, store.serialize_cdr(rgb_msg, rgb_conn.msgtype))
         writer.write(depth_conn, depth_stamp, store.serialize_cdr(depth_msg, depth_conn.msgtype))
-        writer.write(info_conn, frame.stamp_ns, store.serialize_cdr(info_msg, CAMERA_INFO))
+        if info_conn is not None:
+            writer.write(info_conn, frame.stamp_ns, store.serialize_cdr(info_msg, CAMERA_INFO))
         if frame.label is not None:
             label = types[DEFECT_LABEL](
                 header=header(frame.stamp_ns), label=frame.label, session_id=session_id, note=note

@@ -143,3 +143,17 @@ def test_command_line_reports_counts_and_refuses_bad_input(
     assert '2 labelled frame pairs' in out and 'unlabelled 1' in out and 'session s1: good 1' in out
     assert main([str(tmp_path / 'missing'), '-o', str(tmp_path / 'ds2'), '--quiet']) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+def test_camera_intrinsics_are_kept_per_bag_in_the_arrays_pixels(tmp_path: Path) -> None:
+    write_bag(tmp_path / 'cam', make_frames(LABELS), session_id='s1', fx=250.0)
+    write_bag(tmp_path / 'nocam', make_frames(LABELS, seed=1), session_id='s2', fx=None)
+    convert([tmp_path / 'cam', tmp_path / 'nocam'], tmp_path / 'ds', progress=False, workers=1)
+    store = FrameStore(tmp_path / 'ds')
+    by_session = {f['session']: store.intrinsics(f) for f in store.frames}
+    # 64x48 frames, principal point at the image centre (32, 24)
+    assert by_session == {'s1': {'fx': 250.0, 'fy': 250.0, 'cx': 32.0, 'cy': 24.0}, 's2': None}
+    # resized to half: focal lengths halve, pixel centres map as (x + 0.5) / 2 - 0.5
+    convert([tmp_path / 'cam'], tmp_path / 'half', progress=False, workers=1, size=(24, 32))
+    half = FrameStore(tmp_path / 'half')
+    assert half.intrinsics(half.frames[0]) == {'fx': 125.0, 'fy': 125.0, 'cx': 15.75, 'cy': 11.75}
