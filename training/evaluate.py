@@ -2,11 +2,16 @@
 
     python -m training.evaluate models/a.onnx --dataset data/weldsim --split test
     python -m training.evaluate models/a.onnx --bags /path/to/new/sessions
+    python -m training.evaluate models/a.onnx --dataset data/weldsim --split test --rules
 
 Each model is run through the runtime path (``read_model_info`` -> its own Preprocessor from the
 file's metadata -> ONNX Runtime), so what is measured is what would be deployed. Reports per-class
 recall, macro-recall, good-FPR, missed-defect rate, latency per frame (preprocessing and model),
 file size and GFLOP. ``python -m training.compare`` prints several models side by side.
+
+``--rules`` adds the board's rule-based fallback (``weld_inference.rules.RuleDetector``) as one
+more column on the same frames, with each bag's camera intrinsics from the dataset manifest: the
+figure a model has to beat before it is worth deploying.
 """
 
 import argparse
@@ -29,6 +34,8 @@ from training.metrics import classification_metrics
 from weld_core.errors import WeldError
 from weld_core.model_file import ModelInfo, open_session, read_model_info
 
+RULES = 'rules'  # the rule detector's column
+
 
 @dataclass
 class ModelRun:
@@ -50,9 +57,7 @@ def run_model(
     session = open_session(model_path, threads=threads)
     info = read_model_info(model_path, session=session)
     names = list(info.class_names)
-    missing = sorted({f['label'] for f in frames} - set(names))
-    if missing:
-        raise DatasetError(f'{model_path}: the data has classes the model does not know: {missing}')
+    targets = _targets(frames, names, str(model_path))
     probabilities = np.zeros((len(frames), len(names)), np.float32)
     pre_ms, model_ms = np.zeros(len(frames)), np.zeros(len(frames))
     for i, frame in enumerate(frames):
@@ -63,7 +68,6 @@ def run_model(
         probabilities[i] = session.run(None, {info.input_name: tensor})[0][0]
         end = time.perf_counter()
         pre_ms[i], model_ms[i] = (mid - start) * 1e3, (end - mid) * 1e3
-    targets = np.array([names.index(f['label']) for f in frames], np.int64)
     return ModelRun(model_path, info, probabilities, targets, pre_ms, model_ms)
 
 
@@ -85,6 +89,49 @@ def metrics_of(run: ModelRun) -> dict[str, Any]:
     return metrics
 
 
+def _targets(frames: Sequence[dict[str, Any]], names: Sequence[str], who: str) -> np.ndarray:
+    missing = sorted({f['label'] for f in frames} - set(names))
+    if missing:
+        raise DatasetError(f'{who}: the data has classes it does not know: {missing}')
+    return np.array([list(names).index(f['label']) for f in frames], np.int64)
+
+
+def evaluate_rules(store: FrameStore, frames: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The rule detector's metrics and time per frame on ``frames``: the same row as a model's.
+
+    Each frame is judged with its bag's intrinsics from the manifest (the detector's default camera,
+    fx = fy = 300 px at 320 px wide, where the bag had no CameraInfo).
+    """
+    from weld_inference.rules import RuleDetector  # the board's fallback, as deployed
+
+    detector = RuleDetector(class_names=store.manifest['classes'])
+    names = list(detector.class_names)
+    targets = _targets(frames, names, 'the rule detector')
+    predicted = np.zeros(len(frames), np.int64)
+    rules_ms = np.zeros(len(frames))
+    unknown = 0
+    for i, frame in enumerate(frames):
+        rgb, depth = store.pair(frame)
+        camera = store.intrinsics(frame) or {}
+        unknown += not camera
+        start = time.perf_counter()
+        result = detector(rgb, depth, **camera)
+        rules_ms[i] = (time.perf_counter() - start) * 1e3
+        predicted[i] = names.index(result.label)
+    metrics = classification_metrics(torch.from_numpy(predicted), torch.from_numpy(targets), names)
+    metrics.update(
+        model=RULES,
+        model_id='weld_inference.rules',
+        latency_ms=float(np.median(rules_ms)) if rules_ms.size else 0.0,
+        preprocess_ms=0.0,
+        size_mb=0.0,
+        gflop=float('nan'),
+        input='rgb + depth, thresholds in mm'
+        + (f' ({unknown} frames with the default camera)' if unknown else ''),
+    )
+    return metrics
+
+
 def evaluate_model(
     model_path: str | Path, store: FrameStore, frames: Sequence[dict[str, Any]], threads: int = 1
 ) -> dict[str, Any]:
@@ -92,7 +139,12 @@ def evaluate_model(
     return metrics_of(run_model(model_path, store, frames, threads))
 
 
-def _frames(store: FrameStore, split: str) -> list[dict[str, Any]]:
+def _frames(store: FrameStore, split: str, sessions: Sequence[str] = ()) -> list[dict[str, Any]]:
+    if sessions:
+        unknown = sorted(set(sessions) - {f['session'] for f in store.frames})
+        if unknown:
+            raise DatasetError(f'{store.root}: no session {", ".join(unknown)} in the dataset')
+        return [f for f in store.frames if f['session'] in sessions]
     frames = store.frames if split == 'all' else [f for f in store.frames if f['split'] == split]
     if not frames:
         raise DatasetError(f'{store.root}: no frames in split {split!r}')
@@ -105,18 +157,31 @@ def evaluate(
     bags: Sequence[str | Path] = (),
     split: str = 'test',
     threads: int = 1,
+    rules: bool = False,
+    sessions: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Evaluate every model on the same frames: a dataset split, or every labelled frame of ``bags``."""
+    """Evaluate every model (and with ``rules`` the rule detector) on the same frames: a dataset
+    split (or the dataset's ``sessions``, whatever their split), or every labelled frame of ``bags``."""
     if bool(dataset_dir) == bool(bags):
         raise DatasetError('give either a dataset folder or bags to evaluate on')
+    if not models and not rules:
+        raise DatasetError('nothing to evaluate: give ONNX models, --rules, or both')
+    if bags and sessions:
+        raise DatasetError(
+            'sessions pick frames of a dataset folder: with bags, every labelled frame is used'
+        )
+
+    def run(store: FrameStore, frames: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        results = [evaluate_model(m, store, frames, threads) for m in models]
+        return results + ([evaluate_rules(store, frames)] if rules else [])
+
     if bags:
         with tempfile.TemporaryDirectory(prefix='weld-eval-') as temp:
             convert(bags, temp, progress=False)
             store = FrameStore(temp)
-            return [evaluate_model(m, store, store.frames, threads) for m in models]
+            return run(store, store.frames)
     store = FrameStore(dataset_dir)  # type: ignore[arg-type]
-    frames = _frames(store, split)
-    return [evaluate_model(m, store, frames, threads) for m in models]
+    return run(store, _frames(store, split, sessions))
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
@@ -141,7 +206,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
         ('latency ms (model)', [f'{r["latency_ms"]:.2f}' for r in results]),
         ('preprocess ms', [f'{r["preprocess_ms"]:.2f}' for r in results]),
         ('size MB', [f'{r["size_mb"]:.2f}' for r in results]),
-        ('GFLOP', [f'{r["gflop"]:.3f}' for r in results]),
+        ('GFLOP', [f'{r["gflop"]:.3f}' if np.isfinite(r['gflop']) else '-' for r in results]),
     ]
     width = max(len(label) for label, _ in rows)
     cols = [max(len(row[1][i]) for row in rows) for i in range(len(results))]
@@ -153,12 +218,22 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
-    parser.add_argument('models', nargs='+', help='ONNX model files')
+    parser.add_argument('models', nargs='*', help='ONNX model files')
     parser.add_argument('--dataset', default=None, help='dataset folder made by training.convert')
     parser.add_argument('--split', default='test', choices=('train', 'val', 'test', 'all'))
+    parser.add_argument(
+        '--sessions',
+        default='',
+        help='comma-separated sessions of the dataset to run on instead of a split (a held-out fold)',
+    )
     parser.add_argument('--bags', nargs='*', default=[], help='bag directories / .tar.gz sessions instead')
     parser.add_argument(
         '--threads', type=int, default=1, help='ONNX Runtime threads (1: like one board core)'
+    )
+    parser.add_argument(
+        '--rules',
+        action='store_true',
+        help="also run the board's rule-based fallback on the same frames (the figure to beat)",
     )
     parser.add_argument('--json', default=None, help='also write the full results here')
     return parser
@@ -167,7 +242,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = 'python -m training.evaluate') -> int:
     args = build_parser(prog).parse_args(argv)
     try:
-        results = evaluate(args.models, args.dataset, args.bags, args.split, args.threads)
+        sessions = [name for name in args.sessions.split(',') if name]
+        results = evaluate(
+            args.models, args.dataset, args.bags, args.split, args.threads, args.rules, sessions
+        )
     except WeldError as exc:
         print(f'{prog.split(".")[-1]}: {exc}', file=sys.stderr)
         return 2
