@@ -9,7 +9,8 @@
    macro-recall, good-FPR and missed-defect rate on the validation session(s) and on the held-out
    test sessions (never seen in training or checkpoint selection), and its GFLOP / size;
 3. with --refit: each variant trained again on the training + validation sessions (fit --refit
-   trainval), its test figures and time on a row of their own, measured in the same run.
+   trainval), its test figures and time on a row of their own, measured in the same run;
+4. the board's rule-based fallback on the same validation and test frames: the row to beat.
 Not a test: it prints figures, it does not pass or fail.
 """
 
@@ -48,6 +49,18 @@ def rosbags_read_decode(data: Path) -> tuple[int, float]:
                 (rgb_from_msg if conn.topic == topics.rgb else depth_m_from_msg)(msg)
                 images += 1
     return images // 2, time.perf_counter() - start
+
+
+def rules_row(dataset: Path) -> dict[str, dict]:
+    """The rule detector's figures on the dataset's validation and test splits."""
+    from training.data import FrameStore
+    from training.evaluate import evaluate_rules
+
+    store = FrameStore(dataset)
+    return {
+        split: evaluate_rules(store, [f for f in store.frames if f['split'] == split])
+        for split in ('val', 'test')
+    }
 
 
 def main() -> int:
@@ -132,7 +145,15 @@ def main() -> int:
                 f'{"":>11}{"":>9}  {test["macro_recall"]:>12.3f}{test["good_fpr"]:>10.3f}'
                 f'{test["missed_defect_rate"]:>10.3f}'
             )
+    rules = rules_row(dataset)
+    print(
+        f'{"rules":<11}{"-":>7}{"-":>7}{"-":>8}{"-":>7}  '
+        f'{rules["val"]["macro_recall"]:>11.3f}{rules["val"]["good_fpr"]:>9.3f}  '
+        f'{rules["test"]["macro_recall"]:>12.3f}{rules["test"]["good_fpr"]:>10.3f}'
+        f'{rules["test"]["missed_defect_rate"]:>10.3f}'
+    )
     print('test = held-out sessions, never used for training or checkpoint selection')
+    print("rules = the board's rule-based fallback (weld_inference.rules) on the same frames")
     if args.refit:
         print('+refit = trained again on the training and validation sessions, last epoch, same threshold')
     for variant, _, metrics in rows:
