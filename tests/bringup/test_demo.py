@@ -61,6 +61,11 @@ def test_scripts_demo_quick_deploys_a_new_model_that_the_live_node_answers_with(
     assert live['model']['model_id'] == model_id
     assert live['model']['results_scored'] >= QUICK.model_results
     assert summary['rules_window']['source'] == 'rules'
+    # the model and the rules on the same held-out test sessions before deployment
+    held_out = summary['held_out']
+    assert held_out['model']['frames'] == held_out['rules']['frames'] > 0
+    assert all(0.0 <= row['macro_recall'] <= 1.0 for row in held_out.values())
+    assert 'held-out test sessions' in output
     assert summary['rules_window']['results_scored'] >= QUICK.rules_results
     assert 0.0 <= live['model']['accuracy'] <= 1.0
     assert summary['node_exit_codes'] == {'camera': 0, 'labeler': 0, 'inference': 0}

@@ -5,8 +5,9 @@
 2. capture: labelled sessions recorded through the labeler's services, the simulator's ground truth
    playing the operator (the camera is told which class to render, and a Capture asks for it);
    every label is checked against the ground truth of its pair; each session is exported (.tar.gz);
-3. desktop: ``training.convert`` -> ``training.fit`` -> ``training.export`` (the camera is paused
-   meanwhile so training has the CPU);
+3. desktop: ``training.convert`` -> ``training.fit`` -> ``training.export``, then
+   ``training.compare --rules``: the model and the rules on the held-out test sessions (the camera
+   is paused meanwhile so training has the CPU);
 4. deploy: the ONNX file is copied into the live node's models folder and picked up without a
    restart; the model's live results are scored against the ground truth;
 5. summary: accuracy / macro-recall per answerer (rules, model), printed and written to
@@ -554,6 +555,28 @@ class Demo:
         }
         export_arguments = [str(checkpoint), '-o', str(self.onnx_path), '--dataset', str(self.dataset_dir)]
         self._desktop('export', export_arguments, 300)
+        self._held_out()
+
+    def _held_out(self) -> None:
+        """The exported model and the rules on the fit's held-out test sessions: is it worth deploying?"""
+        table = self.train_dir / 'compare_test.json'
+        compare_arguments = [str(self.onnx_path), '--dataset', str(self.dataset_dir), '--split', 'test']
+        self._desktop('compare', [*compare_arguments, '--rules', '--json', str(table)], 300)
+        model, rules = json.loads(table.read_text())
+        keys = ('frames', 'macro_recall', 'good_fpr', 'missed_defect_rate')
+        self.summary['held_out'] = {
+            'model': {key: model.get(key) for key in keys},
+            'rules': {key: rules.get(key) for key in keys},
+        }
+        verdict = (
+            'the model beats the rules'
+            if model['macro_recall'] > rules['macro_recall']
+            else 'the model does NOT beat the rules: on a line, keep the rules (deployed to show the loop)'
+        )
+        self.progress.say(
+            f'held-out test sessions, {model["frames"]} pairs: model macro-recall '
+            f'{model["macro_recall"]:.1%}, rules {rules["macro_recall"]:.1%}; {verdict}'
+        )
 
     def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
         from weld_core.model_file import read_model_info
