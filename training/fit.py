@@ -33,6 +33,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, decide, fold_good_bias
 from training.data import WeldDataModule
+from training.evaluate import evaluate_rules
 from training.metrics import classification_metrics, weak_classes
 from training.module import WeldClassifier
 from training.refit import REFIT_CHECKPOINT, REFIT_MODES, RefitResult, refit
@@ -175,6 +176,12 @@ def evaluate_checkpoint(
             model.class_names,
             report_dir / f'misclassified_{split}.png',
         )
+    # the board's rule-based fallback on the same frames: the figures a model has to beat
+    results['rules'] = {
+        split: headline(evaluate_rules(datamodule.store, datamodule.splits[split]))
+        for split in ('val', 'test')
+        if split in results
+    }
     if metrics_csv is not None:
         plot_curves(metrics_csv, report_dir / 'curves.png')
     write_metrics(report_dir / 'metrics.json', results)
@@ -388,6 +395,18 @@ def _summary(result: FitResult) -> str:
             lines.append(
                 f'warning: the refit did not learn {listed} (recall on its own training frames): do not '
                 'deploy refit.ckpt; fit again with another --seed_everything'
+            )
+    for split, rules in (result.metrics.get('rules') or {}).items():
+        model = result.metrics[split]
+        lines.append(
+            f'{split}, rules on the same frames: macro-recall {rules["macro_recall"]:.3f}, good-FPR '
+            f'{rules.get("good_fpr", 0):.3f}, missed defects {rules.get("missed_defect_rate", 0):.3f}'
+        )
+        if model['macro_recall'] <= rules['macro_recall']:
+            lines.append(
+                f'warning: on {split} this model does not beat the rule-based fallback '
+                f'({model["macro_recall"]:.3f} vs {rules["macro_recall"]:.3f}): the board does better '
+                'without it'
             )
     weak = result.metrics.get('val_weak_classes') or {}
     if weak:

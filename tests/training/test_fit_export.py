@@ -66,7 +66,10 @@ def test_fit_export_parity_and_evaluate(
     result = fit([*tiny_fit_args(tiny_dataset), *model_args])
     assert result.best_checkpoint.is_file()
     metrics = json.loads((result.report_dir / 'metrics.json').read_text())
-    assert {'val', 'test', 'complexity', 'calibration'} <= set(metrics)
+    assert {'val', 'test', 'complexity', 'calibration', 'rules'} <= set(metrics)
+    # the rule-based fallback on the same validation and test frames
+    assert set(metrics['rules']) == {'val', 'test'}
+    assert all(0.0 <= row['macro_recall'] <= 1.0 for row in metrics['rules'].values())
     # the good-class threshold was set on the validation split and saved in the checkpoint used
     assert result.best_checkpoint.name == 'calibrated.ckpt'
     calibration = torch.load(result.best_checkpoint, weights_only=False)['weldvision_calibration']

@@ -28,3 +28,14 @@ def test_fit_summary_warns_about_a_class_not_learnt() -> None:
     assert 'warning' not in _summary(result)
     result.metrics['val_weak_classes'] = {'porosity': 0.17}
     assert 'not learnt in this run (validation recall porosity 0.17)' in _summary(result)
+
+
+def test_fit_summary_sets_the_model_beside_the_rules_and_warns_when_they_win() -> None:
+    val = {'macro_recall': 0.7, 'good_fpr': 0.0, 'accuracy': 0.7, 'missed_defect_rate': 0.3, 'frames': 97}
+    rules = {'macro_recall': 0.6, 'good_fpr': 0.1, 'missed_defect_rate': 0.35}
+    result = FitResult(Path('best.ckpt'), Path('report'), {'val': val, 'rules': {'val': rules}}, 1.0)
+    summary = _summary(result)
+    assert 'val, rules on the same frames: macro-recall 0.600, good-FPR 0.100' in summary
+    assert 'warning' not in summary
+    result.metrics['rules']['val'] = {**rules, 'macro_recall': 0.75}
+    assert 'on val this model does not beat the rule-based fallback (0.700 vs 0.750)' in _summary(result)
