@@ -1,5 +1,6 @@
 """The LightningModule: loss, optimiser, augmentation and torchmetrics around a plain network."""
 
+import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ class WeldClassifier(pl.LightningModule):
     ``eval_views`` (1, 2, 4 or 8): mirror images averaged out of training (:func:`view_average`);
     it multiplies the cost per frame pair and changes no weight (``training.crossval`` predicts its
     finished folds again, without training, when only the count changed).
+    ``ema_decay`` (0 = off): the optimiser trains ``raw_net`` and ``net`` follows it as an
+    exponential moving average of its weights (batch-norm statistics copied); ``net`` is what
+    validation, checkpoint selection, calibration and export see.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class WeldClassifier(pl.LightningModule):
         transpose_p: float = 0.0,
         init_weights: str | None = None,
         eval_views: int = 1,
+        ema_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +100,12 @@ class WeldClassifier(pl.LightningModule):
         self.net = build_model(model_name, self.channels, len(self.class_names), **(model_kwargs or {}))
         if init_weights:
             load_initial_weights(self.net, init_weights)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f'ema_decay must be in [0, 1), not {ema_decay!r}')
+        self.raw_net: nn.Module | None = None
+        if ema_decay:
+            self.raw_net = copy.deepcopy(self.net)
+            self.net.requires_grad_(False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
         preprocessor = make_preprocessor(self.channels, input_size, preprocess)
@@ -122,8 +133,13 @@ class WeldClassifier(pl.LightningModule):
         exported ONNX graph all see the same averaged logits.
         """
         if self.training:
-            return self.net(x)
+            return self.trained_net(x)
         return view_average(self.net, x, self.views)
+
+    @property
+    def trained_net(self) -> nn.Module:
+        """The network the optimiser updates: ``raw_net`` with a moving average, else ``net``."""
+        return self.raw_net if self.raw_net is not None else self.net
 
     @property
     def views(self) -> int:
@@ -162,6 +178,18 @@ class WeldClassifier(pl.LightningModule):
         self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
 
+    def on_train_batch_end(self, *_: Any) -> None:
+        if self.raw_net is None:
+            return
+        step = self.global_step
+        # a short horizon at the start, so the average does not drag the initial weights along
+        keep = min(float(self.hparams['ema_decay']), (1 + step) / (10 + step))
+        with torch.no_grad():
+            for average, current in zip(self.net.parameters(), self.raw_net.parameters(), strict=True):
+                average.lerp_(current, 1.0 - keep)
+            for average, current in zip(self.net.buffers(), self.raw_net.buffers(), strict=True):
+                average.copy_(current)
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         x, y = batch
         logits = self(x.float())
@@ -184,7 +212,9 @@ class WeldClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams['lr'], weight_decay=self.hparams['weight_decay']
+            self.trained_net.parameters(),
+            lr=self.hparams['lr'],
+            weight_decay=self.hparams['weight_decay'],
         )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         steps_per_epoch = max(total // max(self.trainer.max_epochs or 1, 1), 1)

@@ -55,7 +55,15 @@ def tiny_fit_args(dataset: Path) -> list[str]:
 @pytest.mark.parametrize(
     'model_args',
     [
-        ['--model.model_name', 'compact', '--data.preprocess', '{"relief_denoise_px": 1.0}'],
+        # with a moving average of the weights: the averaged net is what is selected and exported
+        [
+            '--model.model_name',
+            'compact',
+            '--data.preprocess',
+            '{"relief_denoise_px": 1.0}',
+            '--model.ema_decay',
+            '0.9',
+        ],
         ['--model.model_name', 'resnet18', '--model.model_kwargs', '{}', '--data.channels', 'rgb'],
     ],
 )
