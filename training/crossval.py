@@ -47,6 +47,7 @@ import torch
 from training.calibrate import GOOD_FPR_CONFIDENCE, Calibration, choose_good_bias, decide
 from training.data import WeldDataModule
 from training.errors import DatasetError
+from training.evaluate import evaluate_rules
 from training.fit import DEFAULT_CONFIG, WeldCLI, build_cli, headline, predict, refit_until_learnt
 from training.metrics import classification_metrics
 from training.module import WeldClassifier
@@ -301,6 +302,12 @@ def _table(summary: dict[str, Any]) -> str:
                 f'{title}: macro-recall {m["macro_recall"]:.3f}, good-FPR {m["good_fpr"]:.3f}, missed '
                 f'defects {m["missed_defect_rate"]:.3f} ({m["frames"]} frames; recall {names}: {recalls})'
             )
+    if 'rules' in summary:
+        m = summary['rules']
+        lines.append(
+            f'rules on the same frames: macro-recall {m["macro_recall"]:.3f}, good-FPR {m["good_fpr"]:.3f}, '
+            f'missed defects {m["missed_defect_rate"]:.3f}'
+        )
     if 'calibration' in summary:
         c = summary['calibration']
         lines.append(
@@ -357,6 +364,11 @@ def crossval(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFI
                     file=sys.stderr,
                 )
     summary = summarise(out, groups, max_good_fpr, confidence)
+    held_out = {session for group in groups if fold_name(group) in summary['folds_done'] for session in group}
+    if held_out:
+        # the board's rule-based fallback on the same held-out frames (it needs no training)
+        frames = [f for f in datamodule.store.frames if f['session'] in held_out]
+        summary['rules'] = evaluate_rules(datamodule.store, frames)
     summary['eval_views'] = template.views
     summary['dataset_digest'] = datamodule.digest
     if cli.config['final']:

@@ -131,6 +131,8 @@ def test_crossval_trains_each_fold_without_its_sessions_then_the_final_model(
             assert set(data['sessions']) == {session}
             assert len(data['labels']) == fold['test_argmax']['frames'] == 10
     assert summary['argmax']['frames'] == 30
+    # the rule-based fallback on the same held-out frames
+    assert summary['rules']['frames'] == 30 and 0.0 <= summary['rules']['macro_recall'] <= 1.0
     final = summary['final']
     assert final['train_sessions'] == ['s0', 's1', 's2']
     assert final['good_logit_bias'] == summary['calibration']['good_logit_bias']
