@@ -53,14 +53,9 @@ def rosbags_read_decode(data: Path) -> tuple[int, float]:
 
 def rules_row(dataset: Path) -> dict[str, dict]:
     """The rule detector's figures on the dataset's validation and test splits."""
-    from training.data import FrameStore
-    from training.evaluate import evaluate_rules
+    from training.evaluate import evaluate
 
-    store = FrameStore(dataset)
-    return {
-        split: evaluate_rules(store, [f for f in store.frames if f['split'] == split])
-        for split in ('val', 'test')
-    }
+    return {split: evaluate([], dataset, split=split, rules=True)[0] for split in ('val', 'test')}
 
 
 def main() -> int:
