@@ -58,6 +58,10 @@ class WeldClassifier(pl.LightningModule):
     ``ema_decay`` (0 = off): the optimiser trains ``raw_net`` and ``net`` follows it as an
     exponential moving average of its weights (batch-norm statistics copied); ``net`` is what
     validation, checkpoint selection, calibration and export see.
+    ``drop_loudest`` (0 = off): from epoch ``drop_from_epoch`` on, that fraction of each training
+    batch, the frames with the highest loss, is left out of the loss: frames labelled with a
+    defect the sensor does not show (a simulator's faintest severities) stop pulling the network
+    towards memorising them once the visible ones are learnt (docs/bringup.md).
     """
 
     def __init__(
@@ -90,6 +94,8 @@ class WeldClassifier(pl.LightningModule):
         init_weights: str | None = None,
         eval_views: int = 1,
         ema_decay: float = 0.0,
+        drop_loudest: float = 0.0,
+        drop_from_epoch: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +114,11 @@ class WeldClassifier(pl.LightningModule):
             self.net.requires_grad_(False)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
+        if not 0.0 <= drop_loudest < 1.0:
+            raise ValueError(f'drop_loudest must be in [0, 1), not {drop_loudest!r}')
+        self.frame_loss = nn.CrossEntropyLoss(
+            weight=weights, label_smoothing=label_smoothing, reduction='none'
+        )
         preprocessor = make_preprocessor(self.channels, input_size, preprocess)
         self.augmenter = (
             BatchAugmenter(preprocessor, AugmentConfig(**(augment_config or {}))) if augment else None
@@ -174,9 +185,17 @@ class WeldClassifier(pl.LightningModule):
         x = self._crop_and_turn(x)
         x = self.augmenter(x) if self.augmenter is not None else x.float()
         logits = self(x)
-        loss = self.loss(logits, y)
+        loss = self._training_loss(logits, y)
         self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
+
+    def _training_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        drop = float(self.hparams.get('drop_loudest') or 0.0)
+        if not drop or self.current_epoch < int(self.hparams.get('drop_from_epoch') or 0):
+            return self.loss(logits, y)
+        losses = self.frame_loss(logits, y)
+        keep = max(1, round(len(losses) * (1.0 - drop)))
+        return losses.topk(keep, largest=False).values.mean()
 
     def on_train_batch_end(self, *_: Any) -> None:
         if self.raw_net is None:

@@ -1,0 +1,47 @@
+"""Leaving the loudest frames of each batch out of the loss (``--model.drop_loudest``)."""
+
+import pytest
+import torch
+from torch.nn import functional
+
+from training.module import WeldClassifier
+
+CHANNELS = ('r', 'g', 'b', 'height', 'relief', 'valid')
+SMALL = {'stem_width': 4, 'stage_widths': [8, 8, 8, 8], 'patch': 2}
+
+
+def _model(**kwargs: float) -> WeldClassifier:
+    return WeldClassifier(input_channels=CHANNELS, input_size=(24, 32), model_kwargs=SMALL, **kwargs)
+
+
+def test_the_loudest_frames_are_left_out_once_the_epoch_is_reached() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(10, 5) * 3
+    y = torch.randint(0, 5, (10,))
+    per_frame = functional.cross_entropy(logits, y, label_smoothing=0.05, reduction='none')
+    quietest_eight = per_frame.sort().values[:8].mean()
+
+    dropping = _model(drop_loudest=0.2, drop_from_epoch=0)
+    torch.testing.assert_close(dropping._training_loss(logits, y), quietest_eight)
+    # gradients reach only the frames kept
+    leaf = logits.clone().requires_grad_(True)
+    dropping._training_loss(leaf, y).backward()
+    loudest_two = per_frame.argsort()[8:]
+    assert torch.all(leaf.grad[loudest_two] == 0)
+    assert torch.count_nonzero(leaf.grad.abs().sum(1)) == 8
+
+    # before drop_from_epoch (epoch 0 < 3) and when off: the plain mean over every frame
+    plain = per_frame.mean()
+    torch.testing.assert_close(_model(drop_loudest=0.2, drop_from_epoch=3)._training_loss(logits, y), plain)
+    torch.testing.assert_close(_model()._training_loss(logits, y), plain)
+
+
+def test_a_batch_keeps_at_least_one_frame_and_bad_fractions_are_refused() -> None:
+    logits, y = torch.randn(2, 5), torch.tensor([0, 3])
+    per_frame = functional.cross_entropy(logits, y, label_smoothing=0.05, reduction='none')
+    torch.testing.assert_close(
+        _model(drop_loudest=0.9, drop_from_epoch=0)._training_loss(logits, y), per_frame.min()
+    )
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match='drop_loudest'):
+            _model(drop_loudest=bad)
