@@ -62,6 +62,8 @@ class WeldClassifier(pl.LightningModule):
     batch, the frames with the highest loss, is left out of the loss: frames labelled with a
     defect the sensor does not show (a simulator's faintest severities) stop pulling the network
     towards memorising them once the visible ones are learnt (docs/bringup.md).
+    ``focal_gamma`` (0 = off): each frame's loss weighed by (1 - p)^gamma, p the probability the
+    network gives its label (focal loss), so the frames it already gets right count less.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class WeldClassifier(pl.LightningModule):
         ema_decay: float = 0.0,
         drop_loudest: float = 0.0,
         drop_from_epoch: int = 10,
+        focal_gamma: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -116,6 +119,8 @@ class WeldClassifier(pl.LightningModule):
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
         if not 0.0 <= drop_loudest < 1.0:
             raise ValueError(f'drop_loudest must be in [0, 1), not {drop_loudest!r}')
+        if focal_gamma < 0.0:
+            raise ValueError(f'focal_gamma must be >= 0, not {focal_gamma!r}')
         self.frame_loss = nn.CrossEntropyLoss(
             weight=weights, label_smoothing=label_smoothing, reduction='none'
         )
@@ -191,9 +196,16 @@ class WeldClassifier(pl.LightningModule):
 
     def _training_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         drop = float(self.hparams.get('drop_loudest') or 0.0)
-        if not drop or self.current_epoch < int(self.hparams.get('drop_from_epoch') or 0):
+        if drop and self.current_epoch < int(self.hparams.get('drop_from_epoch') or 0):
+            drop = 0.0
+        gamma = float(self.hparams.get('focal_gamma') or 0.0)
+        if not drop and not gamma:
             return self.loss(logits, y)
         losses = self.frame_loss(logits, y)
+        if gamma:
+            # focal loss: frames the network already gets right weigh (1 - p)^gamma as much
+            right = logits.softmax(1).gather(1, y[:, None])[:, 0]
+            losses = (1.0 - right) ** gamma * losses
         keep = max(1, round(len(losses) * (1.0 - drop)))
         return losses.topk(keep, largest=False).values.mean()
 

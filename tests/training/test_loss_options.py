@@ -1,4 +1,5 @@
-"""Leaving the loudest frames of each batch out of the loss (``--model.drop_loudest``)."""
+"""The training loss's options: the loudest frames of each batch left out (``--model.drop_loudest``)
+and focal weighting (``--model.focal_gamma``)."""
 
 import pytest
 import torch
@@ -45,3 +46,19 @@ def test_a_batch_keeps_at_least_one_frame_and_bad_fractions_are_refused() -> Non
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match='drop_loudest'):
             _model(drop_loudest=bad)
+
+
+def test_focal_weighting_counts_the_frames_already_right_less() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(8, 5) * 2
+    y = torch.randint(0, 5, (8,))
+    per_frame = functional.cross_entropy(logits, y, label_smoothing=0.05, reduction='none')
+    right = logits.softmax(1)[torch.arange(8), y]
+    focal = _model(focal_gamma=2.0)._training_loss(logits, y)
+    torch.testing.assert_close(focal, ((1 - right) ** 2 * per_frame).mean())
+    assert focal < per_frame.mean()
+    # with drop_loudest as well: the loudest of the focal-weighed losses are left out
+    both = _model(focal_gamma=2.0, drop_loudest=0.25, drop_from_epoch=0)._training_loss(logits, y)
+    torch.testing.assert_close(both, ((1 - right) ** 2 * per_frame).sort().values[:6].mean())
+    with pytest.raises(ValueError, match='focal_gamma'):
+        _model(focal_gamma=-1.0)
