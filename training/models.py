@@ -29,6 +29,32 @@ def _split_indices(channels: Sequence[str]) -> tuple[list[int], list[int]]:
     return rgb, depth
 
 
+def drop_modalities(parts: list[torch.Tensor], rate: float) -> list[torch.Tensor]:
+    """Training only: zero one modality's stem output in a random ``rate`` of the frames.
+
+    Each dropped frame loses one branch chosen at random (never all of them), so the layers after
+    the fusion learn to classify from colour alone and from depth alone as well as from both: the
+    cue that is easier to fit in one modality cannot starve the other's learning (modality dropout).
+    Out of training the network always sees every branch; the exported graph has no trace of it.
+    """
+    if rate <= 0.0 or len(parts) < 2:
+        return parts
+    frames = parts[0].shape[0]
+    device = parts[0].device
+    dropped = torch.rand(frames, device=device) < rate
+    which = torch.randint(0, len(parts), (frames,), device=device)
+    return [
+        part * (~(dropped & (which == number))).to(part.dtype)[:, None, None, None]
+        for number, part in enumerate(parts)
+    ]
+
+
+def _check_rate(rate: float) -> float:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f'modality_dropout must be in [0, 1), not {rate!r}')
+    return float(rate)
+
+
 def _conv_bn(
     cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, padding: int | None = None
 ) -> nn.Sequential:
@@ -48,7 +74,8 @@ class CompactFusionNet(nn.Module):
     ``patch`` stride-``patch`` projection for larger inputs) are concatenated and followed by plain
     3x3 stages, each halving the resolution: dense 3x3 convolutions train and run faster on CPUs
     than depthwise ones at these widths. Global average and max pooling feed the classifier, max so
-    that one small defect is not averaged away by an otherwise clean frame.
+    that one small defect is not averaged away by an otherwise clean frame. ``modality_dropout``:
+    see :func:`drop_modalities` (0 = off).
     """
 
     def __init__(
@@ -59,8 +86,10 @@ class CompactFusionNet(nn.Module):
         stage_widths: Sequence[int] = (24, 48, 96, 160),
         patch: int = 1,
         dropout: float = 0.2,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.modality_dropout = _check_rate(modality_dropout)
         rgb_idx, depth_idx = _split_indices(channels)
         branches = [idx for idx in (rgb_idx, depth_idx) if idx]
         if not branches:
@@ -81,13 +110,18 @@ class CompactFusionNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
+        if self.training:
+            parts = drop_modalities(parts, self.modality_dropout)
         fused = self.features(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
         pooled = torch.cat([fused.mean((2, 3)), fused.amax((2, 3))], 1)
         return self.head(pooled)
 
 
 class ResNetFusion(nn.Module):
-    """torchvision ResNet with a colour stem and a depth stem fused after the first stage."""
+    """torchvision ResNet with a colour stem and a depth stem fused after the first stage.
+
+    ``modality_dropout``: see :func:`drop_modalities` (0 = off).
+    """
 
     def __init__(
         self,
@@ -96,10 +130,12 @@ class ResNetFusion(nn.Module):
         arch: str = 'resnet18',
         pretrained_path: str | None = None,
         dropout: float = 0.2,
+        modality_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         from torchvision import models
 
+        self.modality_dropout = _check_rate(modality_dropout)
         builders = {'resnet18': models.resnet18, 'resnet50': models.resnet50}
         if arch not in builders:
             raise ValueError(f'arch must be one of {", ".join(builders)}, got {arch!r}')
@@ -147,6 +183,8 @@ class ResNetFusion(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
+        if self.training:
+            parts = drop_modalities(parts, self.modality_dropout)
         fused = self.fuse(torch.cat(parts, 1)) if len(parts) > 1 else parts[0]
         return self.head(self.trunk(fused).mean((2, 3)))
 
