@@ -207,7 +207,11 @@ class WeldClassifier(pl.LightningModule):
             right = logits.softmax(1).gather(1, y[:, None])[:, 0]
             losses = (1.0 - right) ** gamma * losses
         keep = max(1, round(len(losses) * (1.0 - drop)))
-        return losses.topk(keep, largest=False).values.mean()
+        kept = losses.topk(keep, largest=False)
+        if self.frame_loss.weight is None:
+            return kept.values.mean()
+        # class weights: divided by the kept frames' weights, as the plain loss divides by the batch's
+        return kept.values.sum() / self.frame_loss.weight[y[kept.indices]].sum()
 
     def on_train_batch_end(self, *_: Any) -> None:
         if self.raw_net is None:

@@ -62,3 +62,20 @@ def test_focal_weighting_counts_the_frames_already_right_less() -> None:
     torch.testing.assert_close(both, ((1 - right) ** 2 * per_frame).sort().values[:6].mean())
     with pytest.raises(ValueError, match='focal_gamma'):
         _model(focal_gamma=-1.0)
+
+
+def test_with_class_weights_the_loss_is_normalised_as_the_plain_one() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(10, 5) * 2
+    y = torch.randint(0, 5, (10,))
+    weights = [1.0, 3.0, 0.5, 2.0, 1.5]
+    plain = _model(class_weights=weights)
+    # a fraction too small to leave a frame out of ten: the same figure as the plain weighted loss
+    keeping_all = _model(class_weights=weights, drop_loudest=0.01, drop_from_epoch=0)
+    torch.testing.assert_close(keeping_all._training_loss(logits, y), plain._training_loss(logits, y))
+    # two left out: the kept frames' weighted losses over the kept frames' weights
+    w = torch.tensor(weights)
+    per_frame = functional.cross_entropy(logits, y, weight=w, label_smoothing=0.05, reduction='none')
+    kept = per_frame.argsort()[:8]
+    dropping = _model(class_weights=weights, drop_loudest=0.2, drop_from_epoch=0)
+    torch.testing.assert_close(dropping._training_loss(logits, y), per_frame[kept].sum() / w[y[kept]].sum())
