@@ -206,6 +206,38 @@ def build_cli(
     return cli
 
 
+def claim_log_versions(loggers: Sequence[Any]) -> None:
+    """Give loggers without a version the next ``version_N`` folder of their root, made atomically.
+
+    Lightning picks a logger's version by listing the folders already there, so two fits started
+    at the same moment in the same ``runs/`` folder would both pick ``version_N`` and write over each
+    other's logs. Here the folder is created with ``mkdir`` (which fails when another process made
+    it first) and every logger sharing that root gets the same number, as the default config's CSV
+    and TensorBoard loggers do. Loggers with a version of their own, or elsewhere than on the local
+    disk, are left alone; so are the processes of a multi-GPU run other than rank 0.
+    """
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, 'rank', 0) != 0:
+        return
+    by_root: dict[Path, list[Any]] = {}
+    for logger in loggers:
+        root = getattr(logger, 'root_dir', None)
+        if getattr(logger, '_version', 0) is None and root and '://' not in str(root):
+            by_root.setdefault(Path(root), []).append(logger)
+    for root, group in by_root.items():
+        version = max(int(logger.version) for logger in group)
+        root.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                (root / f'version_{version}').mkdir()
+                break
+            except FileExistsError:
+                version += 1
+        for logger in group:
+            logger._version = version
+
+
 def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) -> FitResult:
     """Train with ``config`` (YAML) and CLI-style ``args`` overrides; return best checkpoint, metrics."""
     import time
@@ -219,6 +251,7 @@ def fit(args: Sequence[str] = (), config: str | Path | None = DEFAULT_CONFIG) ->
         f'train/val/test frames {[len(datamodule.splits[s]) for s in ("train", "val", "test")]}',
         file=sys.stderr,
     )
+    claim_log_versions(trainer.loggers)
     trainer.fit(model, datamodule=datamodule)
     best = Path(trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path)
     # the checkpoint holds the trained weights: the initial ones are not read again, but they stay
