@@ -76,6 +76,13 @@ class CompactFusionNet(nn.Module):
     than depthwise ones at these widths. Global average and max pooling feed the classifier, max so
     that one small defect is not averaged away by an otherwise clean frame. ``modality_dropout``:
     see :func:`drop_modalities` (0 = off).
+
+    ``branch_width`` (0 = off): the first stage runs on each modality apart, ``branch_width``
+    channels each, in place of ``stage_widths[0]`` on the fused stems; each branch then also has a
+    classifier of its own on its pooled features (:meth:`forward_with_branches`), which training can
+    add to the loss (``WeldClassifier(branch_loss=...)``) so that each modality learns its own cues
+    rather than leaving the harder one to the other (per-modality auxiliary losses). Out of training
+    the branch classifiers are not used: the exported graph has no trace of them.
     """
 
     def __init__(
@@ -87,9 +94,12 @@ class CompactFusionNet(nn.Module):
         patch: int = 1,
         dropout: float = 0.2,
         modality_dropout: float = 0.0,
+        branch_width: int = 0,
     ) -> None:
         super().__init__()
         self.modality_dropout = _check_rate(modality_dropout)
+        if branch_width < 0:
+            raise ValueError(f'branch_width must be >= 0, not {branch_width!r}')
         rgb_idx, depth_idx = _split_indices(channels)
         branches = [idx for idx in (rgb_idx, depth_idx) if idx]
         if not branches:
@@ -100,21 +110,58 @@ class CompactFusionNet(nn.Module):
         )
         for number, idx in enumerate(branches):
             self.register_buffer(f'branch_{number}', torch.tensor(idx), persistent=False)
-        layers: list[nn.Module] = []
+        self.branch_stages = nn.ModuleList()
+        self.branch_heads = nn.ModuleList()
+        shared = list(stage_widths)
         cin = stem_width * len(branches)
-        for cout in stage_widths:
+        if branch_width:
+            if not shared:
+                raise ValueError('branch_width needs at least one stage in stage_widths')
+            for _ in branches:
+                self.branch_stages.append(
+                    nn.Sequential(
+                        _conv_bn(stem_width, branch_width, 3, 2), _conv_bn(branch_width, branch_width)
+                    )
+                )
+                self.branch_heads.append(
+                    nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * branch_width, num_classes))
+                )
+            shared, cin = shared[1:], branch_width * len(branches)
+        layers: list[nn.Module] = []
+        for cout in shared:
             layers += [_conv_bn(cin, cout, 3, 2), _conv_bn(cout, cout, 3, 1)]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * cin, num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _pool(features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1)
+
+    def _branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
+        if self.branch_stages:
+            parts = [stage(part) for stage, part in zip(self.branch_stages, parts, strict=True)]
+        return parts
+
+    def _fused(self, parts: list[torch.Tensor]) -> torch.Tensor:
         if self.training:
             parts = drop_modalities(parts, self.modality_dropout)
         fused = self.features(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
-        pooled = torch.cat([fused.mean((2, 3)), fused.amax((2, 3))], 1)
-        return self.head(pooled)
+        return self.head(self._pool(fused))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fused(self._branches(x))
+
+    def forward_with_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits of the fused classifier and of each branch's own (none without ``branch_width``)."""
+        parts = self._branches(x)
+        own = (
+            [head(self._pool(part)) for head, part in zip(self.branch_heads, parts, strict=True)]
+            if self.branch_heads
+            else []
+        )
+        return self._fused(parts), own
 
 
 class ResNetFusion(nn.Module):

@@ -64,6 +64,9 @@ class WeldClassifier(pl.LightningModule):
     towards memorising them once the visible ones are learnt (docs/bringup.md).
     ``focal_gamma`` (0 = off): each frame's loss weighed by (1 - p)^gamma, p the probability the
     network gives its label (focal loss), so the frames it already gets right count less.
+    ``branch_loss`` (0 = off): the cross-entropy of each modality's own classifier (the compact
+    net's ``branch_width``) added to the loss with this weight, averaged over the branches, so that
+    colour and depth each learn the cues they carry (docs/training.md).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class WeldClassifier(pl.LightningModule):
         drop_loudest: float = 0.0,
         drop_from_epoch: int = 10,
         focal_gamma: float = 0.0,
+        branch_loss: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -115,6 +119,13 @@ class WeldClassifier(pl.LightningModule):
         if ema_decay:
             self.raw_net = copy.deepcopy(self.net)
             self.net.requires_grad_(False)
+        if branch_loss < 0.0:
+            raise ValueError(f'branch_loss must be >= 0, not {branch_loss!r}')
+        if branch_loss and len(getattr(self.net, 'branch_heads', ())) < 2:
+            raise ValueError(
+                'branch_loss needs a classifier per modality: the compact net with colour and depth '
+                'channels and model_kwargs.branch_width > 0'
+            )
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weights, label_smoothing=label_smoothing)
         if not 0.0 <= drop_loudest < 1.0:
@@ -189,8 +200,14 @@ class WeldClassifier(pl.LightningModule):
         x, y = batch
         x = self._crop_and_turn(x)
         x = self.augmenter(x) if self.augmenter is not None else x.float()
-        logits = self(x)
-        loss = self._training_loss(logits, y)
+        weight = float(self.hparams.get('branch_loss') or 0.0)
+        if weight:
+            logits, own = self.trained_net.forward_with_branches(x)
+            branches = torch.stack([self.loss(branch, y) for branch in own]).mean()
+            self.log('train/branch_loss', branches, on_step=False, on_epoch=True, batch_size=len(y))
+            loss = self._training_loss(logits, y) + weight * branches
+        else:
+            loss = self._training_loss(self(x), y)
         self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
 
