@@ -83,6 +83,10 @@ class CompactFusionNet(nn.Module):
     add to the loss (``WeldClassifier(branch_loss=...)``) so that each modality learns its own cues
     rather than leaving the harder one to the other (per-modality auxiliary losses). Out of training
     the branch classifiers are not used: the exported graph has no trace of them.
+
+    ``fused_width`` (0 = off, needs ``branch_width``): the first stage also keeps a path on the fused
+    stems, ``fused_width`` channels, beside the per-modality ones; the second stage reads all three
+    (cues that live in colour and depth together and cues of one modality alone).
     """
 
     def __init__(
@@ -95,11 +99,14 @@ class CompactFusionNet(nn.Module):
         dropout: float = 0.2,
         modality_dropout: float = 0.0,
         branch_width: int = 0,
+        fused_width: int = 0,
     ) -> None:
         super().__init__()
         self.modality_dropout = _check_rate(modality_dropout)
         if branch_width < 0:
             raise ValueError(f'branch_width must be >= 0, not {branch_width!r}')
+        if fused_width < 0 or (fused_width and not branch_width):
+            raise ValueError(f'fused_width must be >= 0 and needs branch_width > 0, not {fused_width!r}')
         rgb_idx, depth_idx = _split_indices(channels)
         branches = [idx for idx in (rgb_idx, depth_idx) if idx]
         if not branches:
@@ -112,6 +119,7 @@ class CompactFusionNet(nn.Module):
             self.register_buffer(f'branch_{number}', torch.tensor(idx), persistent=False)
         self.branch_stages = nn.ModuleList()
         self.branch_heads = nn.ModuleList()
+        self.fused_stage: nn.Module | None = None
         shared = list(stage_widths)
         cin = stem_width * len(branches)
         if branch_width:
@@ -127,6 +135,12 @@ class CompactFusionNet(nn.Module):
                     nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * branch_width, num_classes))
                 )
             shared, cin = shared[1:], branch_width * len(branches)
+            if fused_width:
+                joint_in = stem_width * len(branches)
+                self.fused_stage = nn.Sequential(
+                    _conv_bn(joint_in, fused_width, 3, 2), _conv_bn(fused_width, fused_width)
+                )
+                cin += fused_width
         layers: list[nn.Module] = []
         for cout in shared:
             layers += [_conv_bn(cin, cout, 3, 2), _conv_bn(cout, cout, 3, 1)]
@@ -138,30 +152,33 @@ class CompactFusionNet(nn.Module):
     def _pool(features: torch.Tensor) -> torch.Tensor:
         return torch.cat([features.mean((2, 3)), features.amax((2, 3))], 1)
 
-    def _branches(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _branches(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The per-modality feature maps the shared stages read, and the fused first stage's (if any)."""
         parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
-        if self.branch_stages:
-            parts = [stage(part) for stage, part in zip(self.branch_stages, parts, strict=True)]
-        return parts
+        if not self.branch_stages:
+            return parts, []
+        joint = [self.fused_stage(torch.cat(parts, 1))] if self.fused_stage is not None else []
+        return [stage(part) for stage, part in zip(self.branch_stages, parts, strict=True)], joint
 
-    def _fused(self, parts: list[torch.Tensor]) -> torch.Tensor:
+    def _fused(self, parts: list[torch.Tensor], joint: list[torch.Tensor]) -> torch.Tensor:
         if self.training:
             parts = drop_modalities(parts, self.modality_dropout)
+        parts = parts + joint
         fused = self.features(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
         return self.head(self._pool(fused))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fused(self._branches(x))
+        return self._fused(*self._branches(x))
 
     def forward_with_branches(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits of the fused classifier and of each branch's own (none without ``branch_width``)."""
-        parts = self._branches(x)
+        parts, joint = self._branches(x)
         own = (
             [head(self._pool(part)) for head, part in zip(self.branch_heads, parts, strict=True)]
             if self.branch_heads
             else []
         )
-        return self._fused(parts), own
+        return self._fused(parts, joint), own
 
 
 class ResNetFusion(nn.Module):

@@ -33,6 +33,28 @@ def test_the_branch_stages_replace_the_first_stage_and_their_classifiers_stay_ou
     assert plain.forward_with_branches(x)[1] == []
 
 
+def test_a_fused_first_stage_beside_the_branches_feeds_the_shared_stages_too() -> None:
+    torch.manual_seed(1)
+    net = CompactFusionNet(CHANNELS, 5, **SMALL, branch_width=6, fused_width=5).eval()
+    # the fused path reads both stems (2 x 4 channels); the second stage reads 6 + 6 + 5 channels
+    assert net.fused_stage is not None and net.fused_stage[0][0].in_channels == 8
+    assert net.features[0][0].in_channels == 17
+    x = torch.randn(2, len(CHANNELS), 32, 48)
+    fused, own = net.forward_with_branches(x)
+    torch.testing.assert_close(net(x), fused)
+    assert len(own) == 2
+    # the fused path counts: changing its weights changes the answer, the branch classifiers' do not
+    with torch.no_grad():
+        net.fused_stage[0][0].weight.mul_(-1.0)
+    assert not torch.allclose(net(x), fused)
+    # it reads both modalities: a change in depth alone reaches it
+    joint_before = net.fused_stage(torch.cat([net.stems[0](x[:, :3]), net.stems[1](x[:, 3:])], 1))
+    y = x.clone()
+    y[:, 3:] += 1.0
+    joint_after = net.fused_stage(torch.cat([net.stems[0](y[:, :3]), net.stems[1](y[:, 3:])], 1))
+    assert not torch.allclose(joint_before, joint_after)
+
+
 def _model(branch_loss: float) -> WeldClassifier:
     torch.manual_seed(3)
     model = WeldClassifier(
@@ -72,6 +94,10 @@ def test_the_training_loss_adds_the_weighted_mean_of_the_branch_losses_and_train
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match='branch_width'):
         CompactFusionNet(CHANNELS, 5, **SMALL, branch_width=-1)
+    with pytest.raises(ValueError, match='fused_width'):
+        CompactFusionNet(CHANNELS, 5, **SMALL, fused_width=4)
+    with pytest.raises(ValueError, match='fused_width'):
+        CompactFusionNet(CHANNELS, 5, **SMALL, branch_width=6, fused_width=-2)
     with pytest.raises(ValueError, match='branch_loss'):
         WeldClassifier(input_channels=CHANNELS, input_size=(32, 48), model_kwargs=SMALL, branch_loss=0.5)
     with pytest.raises(ValueError, match='branch_loss'):
