@@ -67,6 +67,11 @@ def _conv_bn(
     )
 
 
+def _stage(cin: int, cout: int) -> nn.Sequential:
+    """One stage of the compact net: a stride-2 3x3 convolution then a 3x3 one."""
+    return nn.Sequential(_conv_bn(cin, cout, 3, 2), _conv_bn(cout, cout, 3, 1))
+
+
 class CompactFusionNet(nn.Module):
     """Mid-fusion RGB-D classifier for the board's CPU.
 
@@ -126,24 +131,16 @@ class CompactFusionNet(nn.Module):
             if not shared:
                 raise ValueError('branch_width needs at least one stage in stage_widths')
             for _ in branches:
-                self.branch_stages.append(
-                    nn.Sequential(
-                        _conv_bn(stem_width, branch_width, 3, 2), _conv_bn(branch_width, branch_width)
-                    )
-                )
+                self.branch_stages.append(_stage(stem_width, branch_width))
                 self.branch_heads.append(
                     nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * branch_width, num_classes))
                 )
-            shared, cin = shared[1:], branch_width * len(branches)
             if fused_width:
-                joint_in = stem_width * len(branches)
-                self.fused_stage = nn.Sequential(
-                    _conv_bn(joint_in, fused_width, 3, 2), _conv_bn(fused_width, fused_width)
-                )
-                cin += fused_width
+                self.fused_stage = _stage(cin, fused_width)
+            shared, cin = shared[1:], branch_width * len(branches) + fused_width
         layers: list[nn.Module] = []
         for cout in shared:
-            layers += [_conv_bn(cin, cout, 3, 2), _conv_bn(cout, cout, 3, 1)]
+            layers += _stage(cin, cout)
             cin = cout
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * cin, num_classes))
