@@ -229,6 +229,13 @@ def summarise(
         for g in groups
         if (out / 'folds' / fold_name(g) / PREDICTIONS).is_file()
     }
+    return summarise_folds(done, groups, max_good_fpr, confidence)
+
+
+def summarise_folds(
+    done: dict[str, dict[str, Any]], groups: Sequence[Sequence[str]], max_good_fpr: float, confidence: float
+) -> dict[str, Any]:
+    """:func:`summarise` of predictions in hand (fold name -> probabilities, labels, class_names)."""
     summary: dict[str, Any] = {
         'groups': [list(g) for g in groups],
         'folds_done': list(done),
@@ -278,7 +285,7 @@ def summarise(
     return summary
 
 
-def _table(summary: dict[str, Any]) -> str:
+def table(summary: dict[str, Any]) -> str:
     if not summary.get('folds'):
         return f'no fold done yet (missing: {", ".join(summary["folds_missing"])})'
     lines = [f'{"held out":<16} {"arg-max":>15} {"offset":>7} {"nested threshold":>17}']
@@ -409,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'crossval: {exc}', file=sys.stderr)
         return 2
-    print(_table(summary))
+    print(table(summary))
     if 'final' in summary:
         print(
             'model trained on every session, cross-validated offset folded in: '
