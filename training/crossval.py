@@ -216,6 +216,11 @@ def _load_fold(fold_dir: Path) -> dict[str, Any]:
         return {key: data[key] for key in data.files}
 
 
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """Natural log in float64, zeros clipped to 1e-9 (predictions saved as float32 probabilities)."""
+    return np.log(np.clip(probabilities.astype(np.float64), 1e-9, 1.0))
+
+
 def _metrics(preds: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     return classification_metrics(torch.from_numpy(preds), torch.from_numpy(labels), class_names)
 
@@ -247,7 +252,7 @@ def summarise_folds(
         return summary
     class_names = [str(c) for c in next(iter(done.values()))['class_names']]
     probabilities = {name: f['probabilities'] for name, f in done.items()}
-    log_probs = {name: np.log(np.clip(p.astype(np.float64), 1e-9, 1.0)) for name, p in probabilities.items()}
+    log_probs = {name: log_probabilities(p) for name, p in probabilities.items()}
     labels = {name: f['labels'] for name, f in done.items()}
     folds: dict[str, Any] = {}
     nested_preds, all_labels = [], []

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from training.calibrate import GOOD_FPR_CONFIDENCE, fold_good_bias
-from training.crossval import PREDICTIONS, SUMMARY, fold_name, summarise_folds, table
+from training.crossval import PREDICTIONS, SUMMARY, fold_name, log_probabilities, summarise_folds, table
 from training.data import FrameStore
 from training.errors import DatasetError, ExportError
 from training.export import DEFAULT_TOLERANCE, ExportResult, build_metadata, parity_check, write_onnx
@@ -67,10 +67,10 @@ def _check_same(name: str, values: dict[Path, Any]) -> None:
         raise DatasetError(f'the runs differ in their {name} ({listed}): they cannot be averaged')
 
 
-def average_runs(runs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+def average_runs(runs: Sequence[Path]) -> tuple[dict[Path, Any], dict[str, dict[str, np.ndarray]]]:
     """Check that ``runs`` predicted the same frames; their mean log-probabilities per fold.
 
-    Returns the first run's summary and, per fold, ``probabilities`` (softmax of the mean
+    Returns each run's crossval summary and, per fold, ``probabilities`` (softmax of the mean
     log-probabilities), ``labels`` and ``class_names``.
     """
     if len(runs) < 2:
@@ -85,9 +85,7 @@ def average_runs(runs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, dict[s
         for key in ('labels', 'sessions', 'stamps'):
             if any(not np.array_equal(folds[0][key], fold[key]) for fold in folds[1:]):
                 raise DatasetError(f'fold {name}: the runs predicted different frames ({key} differ)')
-        log_probs = np.mean(
-            [np.log(np.clip(fold['probabilities'].astype(np.float64), 1e-9, 1.0)) for fold in folds], axis=0
-        )
+        log_probs = np.mean([log_probabilities(fold['probabilities']) for fold in folds], axis=0)
         probabilities = np.exp(log_probs - log_probs.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         averaged[name] = {
@@ -95,22 +93,30 @@ def average_runs(runs: Sequence[Path]) -> tuple[dict[str, Any], dict[str, dict[s
             'labels': folds[0]['labels'],
             'class_names': folds[0]['class_names'],
         }
-    return summaries[runs[0]], averaged
+    return summaries, averaged
 
 
 def ensemble_summary(
     runs: Sequence[Path], max_good_fpr: float = 0.05, confidence: float = GOOD_FPR_CONFIDENCE
 ) -> dict[str, Any]:
     """Crossval's out-of-fold figures of the runs' averaged predictions (``training.crossval.summarise``)."""
-    first, averaged = average_runs(runs)
+    return _summarise_runs(runs, max_good_fpr, confidence)[0]
+
+
+def _summarise_runs(
+    runs: Sequence[Path], max_good_fpr: float, confidence: float
+) -> tuple[dict[str, Any], dict[Path, Any]]:
+    """:func:`ensemble_summary`, and each run's own crossval summary."""
+    summaries, averaged = average_runs(runs)
+    first = summaries[runs[0]]
     summary = summarise_folds(averaged, first['groups'], max_good_fpr, confidence)
     summary['members'] = {
         str(run): {key: headline(own[key]) for key in ('argmax', 'nested') if key in own}
-        for run, own in ((run, json.loads((run / SUMMARY).read_text())) for run in runs)
+        for run, own in summaries.items()
     }
     summary['eval_views'] = first.get('eval_views')
     summary['dataset_digest'] = first.get('dataset_digest')
-    return summary
+    return summary, summaries
 
 
 class EnsembleClassifier(nn.Module):
@@ -168,10 +174,10 @@ def export_ensemble(
     parity_frames: int = 32,
 ) -> tuple[dict[str, Any], ExportResult]:
     """The runs' final models as one ONNX graph with the offset chosen on their averaged predictions."""
-    summary = ensemble_summary(runs, max_good_fpr, confidence)
+    summary, summaries = _summarise_runs(runs, max_good_fpr, confidence)
     finals = {}
     for run in runs:
-        final = json.loads((run / SUMMARY).read_text()).get('final')
+        final = summaries[run].get('final')
         if not final:
             raise ExportError(f'{run}: no final model; run training.crossval ... --final true there first')
         if final.get('train_weak_classes'):  # as crossval --final: a warning for the one who deploys
