@@ -54,7 +54,7 @@ def run_model(
 ) -> ModelRun:
     """Run one ONNX model on ``frames`` of ``store`` (batch 1, like the board), timing each step."""
     model_path = Path(model_path)
-    session = open_session(model_path, threads=threads)
+    session = open_session(model_path, intra_op_threads=threads)
     info = read_model_info(model_path, session=session)
     names = list(info.class_names)
     targets = _targets(frames, names, str(model_path))

@@ -1,6 +1,9 @@
 """Errors of the inference component; each names what is wrong and what to do about it."""
 
 from weld_core.errors import WeldError
+from weld_core.model_store import ModelOutputError  # a model call's output checks live with the model checks
+
+__all__ = ['InferenceError', 'ModelOutputError', 'ModelRejectedError', 'ModelRunError']
 
 
 class InferenceError(WeldError):
@@ -9,10 +12,6 @@ class InferenceError(WeldError):
 
 class ModelRejectedError(InferenceError, ValueError):
     """A model file was refused: unloadable, bad metadata, checksum mismatch or failed self-test."""
-
-
-class ModelOutputError(InferenceError, ValueError):
-    """A model call returned something that is not one probability per class (shape, NaN, inf, range)."""
 
 
 class ModelRunError(InferenceError, RuntimeError):

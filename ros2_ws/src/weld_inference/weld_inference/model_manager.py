@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from weld_core.model_store import MODEL_SUFFIX, sidecar_path
 from weld_inference.errors import ModelRejectedError
-from weld_inference.model_runner import SIDECAR_SUFFIX, ModelRunner
-
-MODEL_SUFFIX = '.onnx'
+from weld_inference.model_runner import ModelRunner
 
 # (mtime_ns, size, sidecar mtime_ns or -1): a file whose fingerprint is unchanged is not re-validated
 Fingerprint = tuple[int, int, int]
@@ -47,7 +46,7 @@ def _fingerprint(path: Path) -> Fingerprint | None:
     except OSError:
         return None
     try:
-        sidecar_mtime = path.with_name(path.name + SIDECAR_SUFFIX).stat().st_mtime_ns
+        sidecar_mtime = sidecar_path(path).stat().st_mtime_ns
     except OSError:
         sidecar_mtime = -1
     return stat.st_mtime_ns, stat.st_size, sidecar_mtime
