@@ -34,6 +34,7 @@ from training.errors import ExportError
 from training.module import WeldClassifier
 from weld_core.errors import WeldError
 from weld_core.model_file import OUTPUT_PROBABILITIES, open_session, read_model_info
+from weld_core.model_store import write_sidecar
 from weld_core.preprocess import Preprocessor
 
 OPSET = 17  # onnxruntime >= 1.14 (Humble-era boards) runs opset 17
@@ -230,9 +231,11 @@ def export(
     )
     write_onnx(model, out, metadata)
     worst, count = parity_check(model, out, store, parity_frames, tolerance)
+    write_sidecar(out)
     result = ExportResult(path=out, metadata=metadata, parity_max_abs_diff=worst, parity_frames=count)
     if int8:
         result.int8_path, result.int8_report = quantize_int8(out, store, calibration_frames)
+        write_sidecar(result.int8_path)
     return result
 
 

@@ -18,6 +18,7 @@ from training.fit import _summary, fit, split_metrics
 from training.metrics import weak_classes
 from training.module import WeldClassifier
 from weld_core.model_file import REQUIRED_METADATA_KEYS, read_model_info
+from weld_core.model_store import read_sidecar
 
 CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
 
@@ -110,6 +111,7 @@ def test_fit_export_parity_and_evaluate(
     assert max(op.version for op in proto.opset_import if op.domain in ('', 'ai.onnx')) <= 17
     info = read_model_info(exported.path)
     assert set(REQUIRED_METADATA_KEYS) <= set(info.metadata)
+    assert read_sidecar(exported.path) == info.sha256  # the node checks the copy it is given
     assert list(info.class_names) == CLASSES
     if model_args[1] == 'compact':
         assert info.metadata['relief_denoise_px'] == '1'  # data.preprocess travels with the model
