@@ -17,7 +17,6 @@ exported ``--model`` file, or by default the network of the training's default c
 with the training's metadata.
 
     .venv/bin/python bench/bench_inference.py [--seconds 10] [--model models/weld.onnx] [--threads 2]
-    .venv/bin/python bench/bench_inference.py --views 4   # the default network averaging 4 mirror images
 """
 
 import argparse
@@ -56,12 +55,12 @@ def sim_frames(count: int, width: int = 640, height: int = 480) -> list[tuple[np
     return frames
 
 
-def export_default_model(path: Path, views: int = 1) -> None:
+def export_default_model(path: Path) -> None:
     """The network of training/configs/default.yaml, untrained, exported with its metadata."""
     import yaml
 
+    from training.config import DEFAULT_CONFIG
     from training.export import build_metadata, write_onnx
-    from training.fit import DEFAULT_CONFIG
     from training.module import WeldClassifier
     from weld_core.preprocess import expand_channels
 
@@ -70,9 +69,7 @@ def export_default_model(path: Path, views: int = 1) -> None:
         input_channels=expand_channels(config['data']['channels']),
         input_size=tuple(config['data']['input_size']),
         preprocess=config['data'].get('preprocess'),
-        model_name=config['model']['model_name'],
-        model_kwargs=config['model']['model_kwargs'],
-        eval_views=views,
+        **config['model'],
     ).eval()
     metadata = build_metadata(model, Path('untrained.ckpt'), {}, 'untrained (benchmark)', 'bench')
     write_onnx(model, path, metadata)
@@ -253,13 +250,6 @@ def main() -> int:
         '--threads', type=int, default=2, help='ONNX Runtime intra-op threads (node and raw call)'
     )
     parser.add_argument('--calls', type=int, default=100, help='calls for the raw model and rules timings')
-    parser.add_argument(
-        '--views',
-        type=int,
-        default=1,
-        choices=(1, 2, 4, 8),
-        help='mirror images averaged in the default network (--model.eval_views of training)',
-    )
     args = parser.parse_args()
 
     from weld_core.ros_env import exclusive_domain, loopback_env
@@ -273,7 +263,7 @@ def main() -> int:
         if args.model:
             model_path.write_bytes(args.model.read_bytes())
         else:
-            export_default_model(model_path, args.views)
+            export_default_model(model_path)
         timings = bench_model(model_path, frames, args.threads, args.calls)
         raw_p95 = float(np.percentile(timings['raw'], 95))
         print(

@@ -1,5 +1,6 @@
-"""weldvision desktop training: bags -> dataset -> Lightning fit -> verified ONNX.
+"""weldvision desktop training: recorded sessions -> dataset -> Lightning runs -> verified ONNX.
 
-Commands: ``python -m training.convert | fit | crossval | export | evaluate | compare`` (each also callable as
-a Python function of the same name in its module).
+One command, ``weld-train`` (training/cli.py), with a subcommand per step: convert, release (the
+model to deploy), fit and crossval (experiments), export, evaluate, compare. Each subcommand is a
+module here with a ``main(argv)`` and a Python function of the same name.
 """

@@ -1,6 +1,6 @@
-"""``python -m training.compare a.onnx b.onnx ... --dataset DIR``: the A/B table for choosing a model.
+"""``weld-train compare a.onnx b.onnx ... --dataset DIR``: the A/B table for choosing a model.
 
-Same options as ``python -m training.evaluate``; every model runs on exactly the same frames.
+Same options as ``weld-train evaluate``; every model runs on exactly the same frames.
 """
 
 import sys
@@ -10,7 +10,7 @@ from training.evaluate import main as evaluate_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return evaluate_main(argv, prog='python -m training.compare')
+    return evaluate_main(argv, prog='weld-train compare')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""``python -m training.convert``: recorded sessions -> a dataset folder training reads directly.
+"""``weld-train convert``: recorded sessions -> a dataset folder training reads directly.
 
 Output folder:
 - ``arrays/<bag>_rgb.npy`` (N x H x W x 3 uint8 RGB) and ``arrays/<bag>_depth.npy`` (N x H x W
@@ -470,7 +470,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m training.convert', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='weld-train convert', description=__doc__.split('\n')[0])
     parser.add_argument('sources', nargs='+', help='bag directories, folders of bags, .tar.gz sessions')
     parser.add_argument('-o', '--out', required=True, help='dataset folder to write')
     parser.add_argument('--classes', default=','.join(DEFAULT_CLASSES), help='comma-separated class list')

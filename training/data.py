@@ -1,8 +1,9 @@
 """The converted dataset as tensors: every frame preprocessed once by the shared Preprocessor.
 
-The preprocessed inputs are cached next to the dataset (keyed by the dataset digest and the
-preprocessing settings), so a second fit on the same data skips even the plane fits. Splits come
-from the manifest (grouped by session); ``val_sessions`` / ``test_sessions`` override them.
+The preprocessed inputs are cached next to the dataset (keyed by the dataset digest, the frames
+and the preprocessing settings), so a second run on the same data skips even the plane fits.
+Splits come from the manifest (grouped by session); ``val_sessions`` / ``test_sessions`` override
+them.
 """
 
 import hashlib
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from training.convert import ARRAYS, MANIFEST
@@ -50,9 +51,7 @@ def make_preprocessor(
 def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():
-        raise DatasetError(
-            f'{dataset_dir}: no {MANIFEST}; make the dataset with `python -m training.convert`'
-        )
+        raise DatasetError(f'{dataset_dir}: no {MANIFEST}; make the dataset with `weld-train convert`')
     try:
         manifest = json.loads(path.read_text())
     except ValueError as exc:
@@ -99,32 +98,42 @@ class FrameStore:
 
 
 def preprocess_frames(
-    store: FrameStore, frames: Sequence[dict[str, Any]], preprocessor: Preprocessor, progress: bool = True
+    store: FrameStore, frames: Sequence[dict[str, Any]], preprocessor: Preprocessor
 ) -> np.ndarray:
     """(N, C, H, W) float16 inputs of ``frames`` (float16 halves the memory; inputs are O(1))."""
     out = np.empty((len(frames), len(preprocessor.channels), *preprocessor.input_size), np.float16)
-    for index, frame in enumerate(tqdm(frames, desc='preprocess', disable=not progress, file=sys.stderr)):
+    # a progress bar on a terminal only (disable=None), not in logs and tests
+    for index, frame in enumerate(tqdm(frames, desc='preprocess', disable=None, file=sys.stderr)):
         out[index] = preprocessor(*store.pair(frame))
     return out
 
 
 class WeldDataModule(pl.LightningDataModule):
-    """Train/val/test loaders over a dataset folder made by ``python -m training.convert``."""
+    """Train/val/test loaders over a dataset folder made by ``training.convert``.
+
+    Args:
+        dataset_dir: the dataset folder (a command's DATASET argument).
+        channels: preprocessed input channels, comma-separated (``rgb`` stands for r,g,b); see
+            weld_core.preprocess for the list.
+        input_size: (height, width) the frames are resized to before preprocessing.
+        preprocess: preprocessing settings that differ from weld_core's defaults (height_clip_mm,
+            relief_sigma_px, relief_denoise_px, tophat_px); they travel in the model file.
+        batch_size: training batch size.
+        num_workers: data-loader worker processes (0: in the training process).
+        val_sessions: sessions of the validation split (null: the dataset's own split).
+        test_sessions: sessions of the test split (null: the dataset's own split).
+    """
 
     def __init__(
         self,
         dataset_dir: str,
-        channels: str = 'rgb,height,relief_min,relief_max,pits,bumps,valid',
-        input_size: tuple[int, int] = (60, 80),
+        channels: str = 'r,g,b,luma_detail,height,relief,valid',
+        input_size: tuple[int, int] = (240, 320),
         preprocess: dict[str, float] | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
-        balanced_sampler: bool = False,
-        class_weighting: bool = True,
         val_sessions: list[str] | None = None,
         test_sessions: list[str] | None = None,
-        cache: bool = True,
-        progress: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -141,6 +150,9 @@ class WeldDataModule(pl.LightningDataModule):
     @property
     def digest(self) -> str:
         return str(self.store.manifest['digest'])
+
+    def sessions(self, split: str) -> list[str]:
+        return sorted({frame['session'] for frame in self.splits[split]})
 
     def _assign_splits(
         self, val_sessions: list[str] | None, test_sessions: list[str] | None
@@ -176,44 +188,32 @@ class WeldDataModule(pl.LightningDataModule):
         return self.store.root / 'cache' / f'{split}-{name}.npy'
 
     def inputs(self, split: str) -> np.ndarray:
+        """(N, C, H, W) float16 inputs of ``split``, preprocessed once and cached beside the dataset."""
         if split in self.tensors:  # set up already: the arrays the loaders use, not a second read
             return self.tensors[split].tensors[0].numpy()
         frames = self.splits[split]
         if not frames:
             return np.empty((0, len(self.channels), *self.preprocessor.input_size), np.float16)
         path = self._cache_path(split)
-        if self.hparams['cache'] and path.is_file():
+        if path.is_file():
             return np.load(path)
-        array = preprocess_frames(self.store, frames, self.preprocessor, progress=self.hparams['progress'])
-        if self.hparams['cache']:
-            path.parent.mkdir(exist_ok=True)
-            # a temporary file of this call's own: two fits starting on one dataset both write the
-            # cache, and each must rename only its own file
-            handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.stem}.', suffix='.tmp.npy')
-            try:
-                with os.fdopen(handle, 'wb') as stream:
-                    np.save(stream, array)
-                Path(temp).replace(path)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-                raise
+        array = preprocess_frames(self.store, frames, self.preprocessor)
+        path.parent.mkdir(exist_ok=True)
+        # a temporary file of this call's own: two fits starting on one dataset both write the
+        # cache, and each must rename only its own file
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.stem}.', suffix='.tmp.npy')
+        try:
+            with os.fdopen(handle, 'wb') as stream:
+                np.save(stream, array)
+            Path(temp).replace(path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+            raise
         return array
 
     def labels(self, split: str) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.class_names)}
         return np.array([index[f['label']] for f in self.splits[split]], np.int64)
-
-    def class_counts(self, split: str = 'train') -> np.ndarray:
-        return np.bincount(self.labels(split), minlength=len(self.class_names))
-
-    @property
-    def class_weights(self) -> list[float] | None:
-        """Inverse class frequency of the training split (mean 1), or None when disabled."""
-        if not self.hparams['class_weighting'] or self.hparams['balanced_sampler']:
-            return None
-        counts = np.maximum(self.class_counts('train'), 1).astype(np.float64)
-        weights = counts.sum() / (len(counts) * counts)
-        return [float(w) for w in weights / weights.mean()]
 
     def setup(self, stage: str | None = None) -> None:
         for split in ('train', 'val', 'test'):
@@ -224,31 +224,17 @@ class WeldDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.tensors['train']
-        sampler = None
-        if self.hparams['balanced_sampler']:
-            labels = self.labels('train')
-            weights = 1.0 / np.maximum(self.class_counts('train'), 1)[labels]
-            sampler = WeightedRandomSampler(
-                torch.from_numpy(weights), num_samples=len(labels), replacement=True
-            )
         return DataLoader(
             dataset,
             batch_size=self.hparams['batch_size'],
-            shuffle=sampler is None,
-            sampler=sampler,
+            shuffle=True,
             num_workers=self.hparams['num_workers'],
             drop_last=len(dataset) > self.hparams['batch_size'],
         )
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def val_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.tensors[split],
+            self.tensors['val'],
             batch_size=max(64, self.hparams['batch_size']),
             num_workers=self.hparams['num_workers'],
         )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader('val' if len(self.tensors['val']) else 'train')
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader('test' if len(self.tensors['test']) else 'val')

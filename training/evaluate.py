@@ -1,13 +1,13 @@
-"""``python -m training.evaluate``: run ONNX models the way the board does, on a split or on bags.
+"""``weld-train evaluate``: run ONNX models the way the board does, on a split or on bags.
 
-    python -m training.evaluate models/a.onnx --dataset data/weldsim --split test
-    python -m training.evaluate models/a.onnx --bags /path/to/new/sessions
-    python -m training.evaluate models/a.onnx --dataset data/weldsim --split test --rules
+    weld-train evaluate models/a.onnx --dataset data/weldsim --split test
+    weld-train evaluate models/a.onnx --bags /path/to/new/sessions
+    weld-train evaluate models/a.onnx --dataset data/weldsim --split test --rules
 
 Each model is run through the runtime path (``read_model_info`` -> its own Preprocessor from the
 file's metadata -> ONNX Runtime), so what is measured is what would be deployed. Reports per-class
 recall, macro-recall, good-FPR, missed-defect rate, latency per frame (preprocessing and model),
-file size and GFLOP. ``python -m training.compare`` prints several models side by side.
+file size and GFLOP. ``weld-train compare`` prints several models side by side.
 
 ``--rules`` adds the board's rule-based fallback (``weld_inference.rules.RuleDetector``) as one
 more column on the same frames, with each bag's camera intrinsics from the dataset manifest: the
@@ -239,7 +239,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = 'python -m training.evaluate') -> int:
+def main(argv: Sequence[str] | None = None, prog: str = 'weld-train evaluate') -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         sessions = [name for name in args.sessions.split(',') if name]

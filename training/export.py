@@ -1,7 +1,8 @@
-"""``python -m training.export``: checkpoint -> ONNX with the contract metadata, verified.
+"""``weld-train export CHECKPOINT -o model.onnx --dataset DIR``: checkpoint -> ONNX, verified.
 
-    python -m training.export runs/default/version_0/checkpoints/calibrated.ckpt -o models/weld.onnx \\
-        --dataset data/weldsim [--int8]
+    weld-train export runs/fit-20261207-101500/model.ckpt -o models/weld.onnx --dataset data/weldsim [--int8]
+
+``weld-train release`` exports its model itself; this command is for the checkpoints of ``fit``.
 
 The exported graph takes the preprocessed (N, C, H, W) float32 input of
 :class:`weld_core.preprocess.Preprocessor` and outputs softmax probabilities; everything the runtime
@@ -31,7 +32,8 @@ import torch
 
 from training.data import FrameStore, make_preprocessor
 from training.errors import ExportError
-from training.module import WeldClassifier
+from training.module import MODEL_NAME, WeldClassifier
+from training.procedure import load_checkpoint
 from weld_core.errors import WeldError
 from weld_core.model_file import OUTPUT_PROBABILITIES, open_session, read_model_info
 from weld_core.model_store import write_sidecar
@@ -44,6 +46,7 @@ DEFAULT_TOLERANCE = 1e-4
 @dataclass
 class ExportResult:
     path: Path
+    model_id: str
     metadata: dict[str, str]
     parity_max_abs_diff: float
     parity_frames: int
@@ -70,7 +73,7 @@ def build_metadata(
     preprocessor = preprocessor_of(model)
     metadata = {
         'class_names': json.dumps(list(model.class_names)),
-        'model_name': str(model.hparams['model_name']),
+        'model_name': MODEL_NAME,
         'model_version': version,
         'created_at': dt.datetime.now(dt.UTC).isoformat(timespec='seconds'),
         'training_data': training_data,
@@ -78,7 +81,6 @@ def build_metadata(
         'output': OUTPUT_PROBABILITIES,
         'source_checkpoint': checkpoint.name,
         'gflop': f'{model.complexity()["gflop"]:.4f}',
-        'eval_views': str(model.views),
         'opset': str(OPSET),
         **preprocessor.to_metadata(),
     }
@@ -157,52 +159,6 @@ def parity_check(
     return worst, len(frames)
 
 
-_HEADLINE_METRICS = ('macro_recall', 'accuracy', 'good_fpr', 'missed_defect_rate', 'frames')
-
-
-def _headline_of(data: dict[str, Any], splits: tuple[str, ...] = ('val', 'test')) -> dict[str, Any]:
-    return {
-        split: {k: data[split][k] for k in _HEADLINE_METRICS if k in data[split]}
-        for split in splits
-        if split in data
-    }
-
-
-def _validation_metrics_of(checkpoint: Path) -> dict[str, Any]:
-    """Metrics the fit report recorded for this checkpoint (report/metrics.json of its run), if any.
-
-    A refit checkpoint (``fit --refit``) has no validation split of its own: its test figures where
-    it has held-out sessions, its sessions, and the validated model's figures under
-    ``validated_model``. The final model of ``training.crossval`` (every session): its
-    cross-validated figures.
-    """
-    for parent in checkpoint.parents:
-        crossval = parent / 'crossval.json'  # the final model of ``training.crossval``
-        if crossval.is_file():
-            final = json.loads(crossval.read_text()).get('final') or {}
-            if Path(final.get('checkpoint', '')).resolve() == checkpoint.resolve():
-                return {
-                    'crossval': final['crossval'],
-                    'sessions': {'train': final['train_sessions'], 'test': []},
-                    'refit': 'all',
-                }
-        report = parent / 'report' / 'metrics.json'
-        if report.is_file():
-            data = json.loads(report.read_text())
-            validated = _headline_of(data) | {'sessions': data.get('sessions', {})}
-            if Path(data.get('best_checkpoint', '')).resolve() == checkpoint.resolve():
-                return validated
-            refitted = data.get('refit') or {}
-            if Path(refitted.get('checkpoint', '')).resolve() == checkpoint.resolve():
-                sessions = {'train': refitted['train_sessions'], 'test': refitted['test_sessions']}
-                return _headline_of(refitted, ('test',)) | {
-                    'sessions': sessions,
-                    'refit': refitted['mode'],
-                    'validated_model': validated,
-                }
-    return {}
-
-
 def export(
     checkpoint: str | Path,
     out: str | Path,
@@ -215,9 +171,7 @@ def export(
 ) -> ExportResult:
     """Export ``checkpoint`` to ``out`` (ONNX), verify parity on ``dataset_dir``'s validation frames."""
     checkpoint, out = Path(checkpoint), Path(out)
-    if not checkpoint.is_file():
-        raise ExportError(f'{checkpoint}: no such checkpoint')
-    model = WeldClassifier.load_from_checkpoint(checkpoint, map_location='cpu', init_weights=None).eval()
+    model, record = load_checkpoint(checkpoint)
     store = FrameStore(dataset_dir)
     if list(store.manifest['classes']) != list(model.class_names):
         raise ExportError(
@@ -226,13 +180,17 @@ def export(
         )
     created = dt.datetime.now(dt.UTC)
     version = version or created.strftime('%Y%m%d-%H%M%S')
-    metadata = build_metadata(
-        model, checkpoint, _validation_metrics_of(checkpoint), store.manifest['digest'], version
-    )
+    metadata = build_metadata(model, checkpoint, record, store.manifest['digest'], version)
     write_onnx(model, out, metadata)
     worst, count = parity_check(model, out, store, parity_frames, tolerance)
     write_sidecar(out)
-    result = ExportResult(path=out, metadata=metadata, parity_max_abs_diff=worst, parity_frames=count)
+    result = ExportResult(
+        path=out,
+        model_id=read_model_info(out).model_id,
+        metadata=metadata,
+        parity_max_abs_diff=worst,
+        parity_frames=count,
+    )
     if int8:
         result.int8_path, result.int8_report = quantize_int8(out, store, calibration_frames)
         write_sidecar(result.int8_path)
@@ -337,7 +295,7 @@ def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m training.export', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='weld-train export', description=__doc__.split('\n')[0])
     parser.add_argument('checkpoint')
     parser.add_argument('-o', '--out', required=True, help='ONNX file to write')
     parser.add_argument(

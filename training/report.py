@@ -66,14 +66,14 @@ def plot_curves(metrics_csv: Path, path: Path) -> bool:
         [key for key in _CURVE_PANELS[1] if key in series],
         sorted(key for key in series if key.startswith('val/recall_')),
     ]
-    panels = panels if panels[2] else panels[:2]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-    for index, (axis, keys) in enumerate(zip(axes, panels, strict=True)):
+    panels = [keys for keys in panels if keys]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for axis, keys in zip(axes[0], panels, strict=True):
         for key in keys:
             axis.plot(list(series[key]), list(series[key].values()), label=key.removeprefix('val/recall_'))
         axis.set_xlabel('epoch')
         axis.legend(fontsize='small')
-        if index:
+        if not keys[0].endswith('loss') and not keys[0].endswith('loss_epoch'):
             axis.set_ylim(0, 1.02)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -41,22 +41,20 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
             )
         )
     convert(bags, root / 'dataset', progress=False, workers=1)
-    result = fit(
+    metrics = fit(
         [
-            f'--data.dataset_dir={root / "dataset"}',
+            str(root / 'dataset'),
             '--data.input_size=[48, 64]',
             '--data.batch_size=4',
-            '--model.model_kwargs={"stem_width": 8, "stage_widths": [16, 32]}',
+            '--model.stem_width=8',
+            '--model.stage_widths=[16, 32]',
             '--trainer.max_epochs=3',
-            '--trainer.logger=false',
-            '--trainer.enable_progress_bar=false',
-            f'--trainer.default_root_dir={root / "runs"}',
-            '--trainer.callbacks=[{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", '
-            '"init_args": {"monitor": "val/macro_recall", "mode": "max", "save_last": true}}]',
+            '--threads=1',
+            f'--out={root / "run"}',
         ]
     )
     models = root / 'models'
-    exported = export(result.best_checkpoint, models / 'weld.onnx', root / 'dataset', version='parity')
+    exported = export(metrics['checkpoint'], models / 'weld.onnx', root / 'dataset', version='parity')
     return exported.path, root / 'dataset'
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from training.calibrate import choose_good_bias, fold_good_bias, rate_upper_bound
 from training.data import make_preprocessor
 from training.errors import DatasetError
-from training.models import build_model
+from training.models import CompactFusionNet
 from training.module import WeldClassifier
 
 CLASSES = ('good', 'porosity', 'spatter', 'gap', 'undercut')
@@ -90,8 +90,8 @@ def test_split_without_good_welds_is_left_alone() -> None:
 
 def test_folded_bias_moves_only_the_good_logit() -> None:
     torch.manual_seed(0)
-    net = build_model(
-        'compact', ('r', 'g', 'b', 'height', 'relief', 'valid'), 5, stem_width=4, stage_widths=[8, 8], patch=2
+    net = CompactFusionNet(
+        ('r', 'g', 'b', 'height', 'relief', 'valid'), 5, stem_width=4, stage_widths=[8, 8], patch=2
     ).eval()
     x = torch.randn(3, 6, 32, 48)
     with torch.no_grad():
@@ -108,7 +108,8 @@ def test_training_windows_and_transpose() -> None:
     module = WeldClassifier(
         input_channels=('r', 'g', 'b'),
         input_size=(40, 48),
-        model_kwargs={'stem_width': 4, 'stage_widths': [8, 8], 'patch': 2},
+        stem_width=4,
+        stage_widths=(8, 8),
         train_crop=(24, 32),
         transpose_p=1.0,
     )
@@ -121,7 +122,9 @@ def test_training_windows_and_transpose() -> None:
         int((x[0, 0] == out[0, 0, 0, 0]).nonzero()[0, 1]),
     )
     assert torch.equal(out[:, :, :, 0], x[:, :, top, left : left + 32])
-    whole = WeldClassifier(input_channels=('r', 'g', 'b'), input_size=(40, 48), train_crop=(64, 64))
+    whole = WeldClassifier(
+        input_channels=('r', 'g', 'b'), input_size=(40, 48), train_crop=(64, 64), transpose_p=0.0
+    )
     assert whole._crop_and_turn(x).shape == x.shape
 
 

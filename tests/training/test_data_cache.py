@@ -13,9 +13,7 @@ CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
 
 
 def _module(dataset: Path) -> WeldDataModule:
-    return WeldDataModule(
-        str(dataset), channels='rgb,height,relief,valid', input_size=(24, 32), progress=False
-    )
+    return WeldDataModule(str(dataset), channels='rgb,height,relief,valid', input_size=(24, 32))
 
 
 @pytest.fixture

@@ -1,10 +1,8 @@
 """Classification figures from predictions, and the warning for a class a run did not learn."""
 
-from pathlib import Path
-
 import torch
 
-from training.fit import FitResult, _summary
+from training.fit import summary_lines
 from training.metrics import classification_metrics, weak_classes
 
 CLASSES = ('good', 'porosity', 'spatter', 'gap', 'undercut')
@@ -22,20 +20,27 @@ def test_good_fpr_missed_defects_and_a_class_not_learnt() -> None:
     assert weak_classes(metrics, below=0.3) == {}
 
 
-def test_fit_summary_warns_about_a_class_not_learnt() -> None:
-    split = {'macro_recall': 0.7, 'good_fpr': 0.0, 'accuracy': 0.7, 'missed_defect_rate': 0.3, 'frames': 97}
-    result = FitResult(Path('best.ckpt'), Path('report'), {'val': split, 'val_weak_classes': {}}, 1.0)
-    assert 'warning' not in _summary(result)
-    result.metrics['val_weak_classes'] = {'porosity': 0.17}
-    assert 'not learnt in this run (validation recall porosity 0.17)' in _summary(result)
+def _metrics(test_recall: float, rules_recall: float, weak: dict[str, float]) -> dict:
+    test = {'macro_recall': test_recall, 'good_fpr': 0.0, 'missed_defect_rate': 0.3, 'frames': 97}
+    rules = {'macro_recall': rules_recall, 'good_fpr': 0.1, 'missed_defect_rate': 0.35}
+    return {
+        'test': test,
+        'sessions': {'test': ['s01', 's03']},
+        'rules': {'test': rules},
+        'run': {'train_weak_classes': weak, 'seconds': 12.0, 'epochs': 45},
+    }
 
 
-def test_fit_summary_sets_the_model_beside_the_rules_and_warns_when_they_win() -> None:
-    val = {'macro_recall': 0.7, 'good_fpr': 0.0, 'accuracy': 0.7, 'missed_defect_rate': 0.3, 'frames': 97}
-    rules = {'macro_recall': 0.6, 'good_fpr': 0.1, 'missed_defect_rate': 0.35}
-    result = FitResult(Path('best.ckpt'), Path('report'), {'val': val, 'rules': {'val': rules}}, 1.0)
-    summary = _summary(result)
-    assert 'val, rules on the same frames: macro-recall 0.600, good-FPR 0.100' in summary
-    assert 'warning' not in summary
-    result.metrics['rules']['val'] = {**rules, 'macro_recall': 0.75}
-    assert 'on val this model does not beat the rule-based fallback (0.700 vs 0.750)' in _summary(result)
+def test_summary_warns_about_a_class_not_learnt() -> None:
+    assert 'warning' not in '\n'.join(summary_lines(_metrics(0.7, 0.6, {})))
+    lines = '\n'.join(summary_lines(_metrics(0.7, 0.6, {'porosity': 0.17})))
+    assert 'not learnt (porosity 0.17 recall on its own training frames): do not deploy it' in lines
+
+
+def test_summary_sets_the_model_beside_the_rules_and_warns_when_they_win() -> None:
+    lines = '\n'.join(summary_lines(_metrics(0.7, 0.6, {})))
+    assert 'rules on the same frames: macro-recall 0.600, good-FPR 0.100' in lines
+    assert 'held-out test, offset chosen on validation: macro-recall 0.700' in lines
+    assert 'warning' not in lines
+    lines = '\n'.join(summary_lines(_metrics(0.7, 0.75, {})))
+    assert 'warning: the model does not beat the rule-based fallback on these frames' in lines

@@ -189,7 +189,7 @@ def test_luma_detail_marks_small_dots_in_noise_units_whatever_the_exposure() -> 
 
 
 def test_the_colour_branch_takes_luma_detail() -> None:
-    from training.models import _split_indices
+    from training.models import CompactFusionNet
 
-    colour, depth = _split_indices(expand_channels('r,g,b,luma_detail,height,relief,valid'))
-    assert colour == [0, 1, 2, 3] and depth == [4, 5, 6]
+    net = CompactFusionNet(expand_channels('r,g,b,luma_detail,height,relief,valid'), 5)
+    assert net.branch_0.tolist() == [0, 1, 2, 3] and net.branch_1.tolist() == [4, 5, 6]

@@ -59,29 +59,17 @@ class Plan:
     pairs_per_class: int  # per session
     rules_results: int  # live rules results scored before any model exists
     model_results: int  # live model results scored after the deployment
-    fit_config: str  # in training/configs/
-    fit_args: tuple[str, ...] = ()
+    fit_args: tuple[str, ...] = ()  # options of `weld-train fit` over the default config
 
 
-# the fit is capped in time (Lightning's max_time; the best checkpoint so far is kept), so the whole
-# loop stays within about 15 minutes on a 2-core machine
-FULL = Plan(
-    'full',
-    sessions=6,
-    pairs_per_class=30,
-    rules_results=300,
-    model_results=300,
-    fit_config='default.yaml',
-    fit_args=('--trainer.max_time=00:00:08:00',),
-)
+FULL = Plan('full', sessions=6, pairs_per_class=30, rules_results=300, model_results=300)
 QUICK = Plan(
     'quick',
     sessions=3,
     pairs_per_class=4,
     rules_results=20,
     model_results=20,
-    fit_config='default.yaml',
-    fit_args=('--trainer.max_steps=4', '--trainer.max_epochs=1', '--trainer.limit_val_batches=2'),
+    fit_args=('--trainer.max_epochs=1', '--retries=0'),
 )
 
 
@@ -536,22 +524,15 @@ class Demo:
         self.summary['dataset'] = {
             key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
         }
-        config = self.checkout / 'training' / 'configs' / self.plan.fit_config
-        fit_arguments = [
-            '--config',
-            str(config),
-            f'--data.dataset_dir={self.dataset_dir}',
-            *self.plan.fit_args,
-        ]
-        self._desktop('fit', fit_arguments, 720)
-        reports = sorted(self.train_dir.glob('**/report/metrics.json'), key=lambda path: path.stat().st_mtime)
-        if not reports:
-            raise DemoError(f'training.fit wrote no report/metrics.json under {self.train_dir}')
-        fit_metrics = json.loads(reports[-1].read_text())
-        checkpoint = self.train_dir / fit_metrics['best_checkpoint']  # relative to the fit's folder
+        fit_dir = self.train_dir / 'fit'
+        self._desktop('fit', [str(self.dataset_dir), f'--out={fit_dir}', *self.plan.fit_args], 720)
+        report = fit_dir / 'report' / 'metrics.json'
+        if not report.is_file():
+            raise DemoError(f'training.fit wrote no {report}')
+        fit_metrics = json.loads(report.read_text())
+        checkpoint = Path(fit_metrics['checkpoint'])
         self.summary['fit'] = {
-            key: fit_metrics.get(key)
-            for key in ('best_checkpoint', 'fit_seconds', 'epochs_run', 'val', 'test')
+            key: fit_metrics.get(key) for key in ('checkpoint', 'run', 'test', 'test_argmax')
         }
         export_arguments = [str(checkpoint), '-o', str(self.onnx_path), '--dataset', str(self.dataset_dir)]
         self._desktop('export', export_arguments, 300)
