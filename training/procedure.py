@@ -40,7 +40,7 @@ from weld_core.classes import GOOD_CLASS
 CHECKPOINT_FORMAT = 'weldvision-checkpoint-1'
 HEADLINE = ('macro_recall', 'good_fpr', 'missed_defect_rate', 'accuracy', 'frames')
 # the WeldClassifier arguments the data decide (the rest come from the config's ``model`` section)
-LINKED_MODEL_ARGS = ('input_channels', 'class_names', 'input_size', 'preprocess')
+LINKED_MODEL_ARGS = ('input_channels', 'class_names', 'input_size', 'preprocess', 'class_prior')
 
 
 class CheckpointError(TrainingError, ValueError):
@@ -117,6 +117,7 @@ def build_model(recipe: Recipe, data: WeldDataModule) -> WeldClassifier:
         class_names=data.class_names,
         input_size=tuple(data.hparams['input_size']),
         preprocess=data.hparams['preprocess'],
+        class_prior=tuple(float(share) for share in data.class_prior()),
         **recipe.model,
     )
 
