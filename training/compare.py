@@ -3,14 +3,21 @@
 Same options as ``weld-train evaluate``; every model runs on exactly the same frames.
 """
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from training.evaluate import main as evaluate_main
+from training import evaluate
+
+PROG = 'weld-train compare'
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return evaluate.build_parser(PROG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return evaluate_main(argv, prog='weld-train compare')
+    return evaluate.main(argv, prog=PROG)
 
 
 if __name__ == '__main__':

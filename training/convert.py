@@ -469,7 +469,7 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='weld-train convert', description=__doc__.split('\n')[0])
     parser.add_argument('sources', nargs='+', help='bag directories, folders of bags, .tar.gz sessions')
     parser.add_argument('-o', '--out', required=True, help='dataset folder to write')
@@ -483,7 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--rgb-topic', default=None)
     parser.add_argument('--depth-topic', default=None)
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         report = convert(
             args.sources,

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from jsonargparse import ArgumentParser
 
 from training.calibrate import choose_good_bias, decide
 from training.config import parse, recipe_of, recipe_parser
@@ -232,14 +233,18 @@ def table(summary: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def crossval(argv: Sequence[str] = ()) -> dict[str, Any]:
-    """Train the selected folds, then summarise; returns the summary written to ``<out>/crossval.json``."""
+def build_parser() -> ArgumentParser:
     parser = recipe_parser('weld-train crossval', __doc__.split('\n')[0])
     parser.add_argument('dataset', help='dataset folder made by `weld-train convert`')
     parser.add_argument('--out', type=str, default='runs/crossval', help='folder of the folds and figures')
     parser.add_argument('--folds', type=int, default=0, help='session groups (0: one per session)')
     parser.add_argument('--only', type=str, default='all', help='folds to train here: all, none, or 0,2')
-    config = parse(parser, argv)
+    return parser
+
+
+def crossval(argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Train the selected folds, then summarise; returns the summary written to ``<out>/crossval.json``."""
+    config = parse(build_parser(), argv)
     recipe = recipe_of(config)
     set_threads(recipe.threads)
     quiet_lightning()

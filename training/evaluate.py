@@ -216,7 +216,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
+def build_parser(prog: str = 'weld-train evaluate') -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     parser.add_argument('models', nargs='*', help='ONNX model files')
     parser.add_argument('--dataset', default=None, help='dataset folder made by training.convert')

@@ -294,7 +294,7 @@ def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -
     return int8_path, report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='weld-train export', description=__doc__.split('\n')[0])
     parser.add_argument('checkpoint')
     parser.add_argument('-o', '--out', required=True, help='ONNX file to write')
@@ -306,7 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--parity-frames', type=int, default=32)
     parser.add_argument('--int8', action='store_true', help='also write an INT8 statically quantised model')
     parser.add_argument('--calibration-frames', type=int, default=256)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         result = export(
             args.checkpoint,

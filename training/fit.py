@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentParser
+
 from training.config import parse, recipe_of, recipe_parser
 from training.evaluate import evaluate_rules
 from training.procedure import (
@@ -90,14 +92,18 @@ def write_report(run: Run, figures: dict[str, Any], report_dir: Path) -> dict[st
     return metrics
 
 
-def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
-    """``weld-train fit`` from Python: parse ``argv``, run, report; returns metrics.json's content."""
+def build_parser() -> ArgumentParser:
     parser = recipe_parser('weld-train fit', __doc__.split('\n')[0])
     parser.add_argument('dataset', help='dataset folder made by `weld-train convert`')
     parser.add_argument('--out', type=str, default=None, help='output folder (default runs/fit-<time>)')
     parser.add_argument('--val_sessions', type=list[str] | None, default=None, help='validation sessions')
     parser.add_argument('--test_sessions', type=list[str] | None, default=None, help='test sessions')
-    config = parse(parser, argv)
+    return parser
+
+
+def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
+    """``weld-train fit`` from Python: parse ``argv``, run, report; returns metrics.json's content."""
+    config = parse(build_parser(), argv)
     recipe = recipe_of(config)
     set_threads(recipe.threads)
     quiet_lightning()

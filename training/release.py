@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ArgumentParser
+
 from training.config import parse, recipe_of, recipe_parser
 from training.convert import MANIFEST, convert
 from training.errors import TrainingError
@@ -38,14 +40,18 @@ class ReleaseError(TrainingError, RuntimeError):
     """The release cannot give a model fit to deploy (a class not learnt, too few sessions)."""
 
 
-def release(argv: Sequence[str] = ()) -> dict[str, Any]:
-    """``weld-train release`` from Python; returns what it wrote and measured."""
+def build_parser() -> ArgumentParser:
     parser = recipe_parser('weld-train release', __doc__.split('\n')[0])
     parser.add_argument('sources', nargs='+', help='session bags / .tar.gz exports, or one dataset folder')
     parser.add_argument('-o', '--out', required=True, help='the ONNX file to write (and its .sha256)')
     parser.add_argument('--work', type=str, default=None, help='working folder (default runs/release-<time>)')
     parser.add_argument('--version', type=str, default=None, help='model_version (default: UTC time stamp)')
-    config = parse(parser, argv)
+    return parser
+
+
+def release(argv: Sequence[str] = ()) -> dict[str, Any]:
+    """``weld-train release`` from Python; returns what it wrote and measured."""
+    config = parse(build_parser(), argv)
     started = time.perf_counter()
     recipe = recipe_of(config)
     set_threads(recipe.threads)
