@@ -20,7 +20,7 @@ from weld_inference.deploy.report import Confirmation, Report
 from weld_inference.deploy.store import Change, change_as_dict, place, rollback
 
 # what a board set up by scripts/board-setup runs for an ssh target
-DEFAULT_REMOTE_COMMAND = '/opt/weldvision/bin/weldvision-env weld-deploy'
+DEFAULT_REMOTE_COMMAND = '/opt/weldvision/bin/weldvision-env python3 -m weld_inference.deploy'
 DEFAULT_SSH = 'ssh -o BatchMode=yes -o ConnectTimeout=10'
 SSH_SLACK_S = 120.0
 
