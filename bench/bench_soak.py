@@ -64,6 +64,7 @@ class Sample:
     fds: int
     threads: int
     shm: int
+    thread_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -216,12 +217,21 @@ def main() -> int:
     parser.add_argument(
         '--rate-hz', type=float, default=15.0, help='stereo frames per second (vendor: <= 30)'
     )
-    parser.add_argument('--record', default='0.3,0.6', help='recording window as fractions of the run')
+    parser.add_argument(
+        '--record',
+        default='20-50,0.3-0.6',
+        help='recording windows: the first in seconds (inside the warm-up, so every code path has run '
+        'once before the baseline), the others as fractions of the run',
+    )
     parser.add_argument('--sample-s', type=float, default=10.0)
     parser.add_argument('--model', type=Path, help='an exported model (default: a synthetic one)')
     args = parser.parse_args()
-    record_from, record_to = (float(part) for part in args.record.split(','))
     total_s = args.minutes * 60.0
+    windows = []
+    for index, window in enumerate(args.record.split(',')):
+        start_text, _, end_text = window.partition('-')
+        scale = 1.0 if index == 0 else total_s
+        windows.append((float(start_text) * scale, float(end_text) * scale))
 
     with tempfile.TemporaryDirectory(prefix='weld-soak-') as scratch, exclusive_domain() as domain_id:
         work = Path(scratch)
@@ -250,7 +260,7 @@ def main() -> int:
             f'soak: Python {sys.version.split()[0]}, numpy {np.__version__}, model {model_note}, '
             f'{args.rate_hz:g} Hz {WIDTH}x{HEIGHT} nv12 + mono16, {args.minutes:g} min, '
             f'warm-up {args.warmup_s:g} s, '
-            f'recording {record_from * total_s:.0f}-{record_to * total_s:.0f} s, ROS_DOMAIN_ID {domain_id}',
+            f'recording {", ".join(f"{a:.0f}-{b:.0f} s" for a, b in windows)}, ROS_DOMAIN_ID {domain_id}',
             flush=True,
         )
         frames = vendor_frames(12)
@@ -271,17 +281,16 @@ def main() -> int:
                 time.sleep(0.2)
             driver.start_feed()
             start = time.monotonic()
-            recording = 'pending'
+            recording = False
             next_sample = 0.0
             while (elapsed := time.monotonic() - start) < total_s:
                 if runner.exited():
                     raise RuntimeError(f'a node ended during the soak; logs in {work / "logs"}')
-                if recording == 'pending' and elapsed >= record_from * total_s:
-                    print(f'[{elapsed:5.0f} s] recording on: {driver.record(True)}', flush=True)
-                    recording = 'on'
-                elif recording == 'on' and elapsed >= record_to * total_s:
-                    print(f'[{elapsed:5.0f} s] recording off: {driver.record(False)}', flush=True)
-                    recording = 'done'
+                wanted = any(begin <= elapsed < end for begin, end in windows)
+                if wanted != recording:
+                    state = 'on' if wanted else 'off'
+                    print(f'[{elapsed:5.0f} s] recording {state}: {driver.record(wanted)}', flush=True)
+                    recording = wanted
                 if elapsed >= next_sample:
                     for trace in traces:
                         sample(trace, elapsed)
@@ -314,6 +323,16 @@ def report(traces: list[NodeTrace], driver: Driver, warmup_s: float) -> None:
             f'{warm.fds:>4}->{end.fds:<4} {warm.threads:>4}->{end.threads:<4} {warm.shm:>3}->{end.shm:<3}'
             f'  (after warm-up: max fds {peak_fds}, max threads {peak_threads})'
         )
+    print('\nRSS MB / threads each minute:')
+    for trace in traces:
+        minutes = [
+            next(s for s in trace.samples if s.at_s >= minute * 60)
+            for minute in range(int(trace.samples[-1].at_s // 60) + 1)
+        ] + [trace.samples[-1]]
+        timeline = ' '.join(f'{s.rss_mb:.0f}/{s.threads}' for s in minutes)
+        warm = next(s for s in trace.samples if s.at_s >= warmup_s)
+        added = sorted(set(trace.samples[-1].thread_names) - set(warm.thread_names))
+        print(f'  {trace.key:<10} {timeline}' + (f'  (threads new since warm-up: {added})' if added else ''))
     camera, inference = 'weld_camera: camera', 'weld_inference: inference'
     published = int(driver.diag(camera, 'pairs_published') or 0)
     paired = int(driver.diag(inference, 'pairs_paired') or 0)
