@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,7 +332,7 @@ def report(traces: list[NodeTrace], driver: Driver, warmup_s: float) -> None:
         ] + [trace.samples[-1]]
         timeline = ' '.join(f'{s.rss_mb:.0f}/{s.threads}' for s in minutes)
         warm = next(s for s in trace.samples if s.at_s >= warmup_s)
-        added = sorted(set(trace.samples[-1].thread_names) - set(warm.thread_names))
+        added = sorted((Counter(trace.samples[-1].thread_names) - Counter(warm.thread_names)).elements())
         print(f'  {trace.key:<10} {timeline}' + (f'  (threads new since warm-up: {added})' if added else ''))
     camera, inference = 'weld_camera: camera', 'weld_inference: inference'
     published = int(driver.diag(camera, 'pairs_published') or 0)
