@@ -98,8 +98,14 @@ def test_board_image_builds_the_workspace_and_launches_the_graph() -> None:
     cmd = json.loads(dict(parsed)['CMD'])
     assert cmd[:3] == ['ros2', 'launch', 'weld_bringup']
     assert (REPO / 'ros2_ws/src/weld_bringup/launch' / cmd[3]).is_file()
-    requirements = (DOCKER / 'board-requirements.txt').read_text()
-    assert re.search(r'^onnxruntime', requirements, re.MULTILINE)
+    assert re.search(
+        r'^onnxruntime==', (REPO / 'requirements/board-pip-nodeps.txt').read_text(), re.MULTILINE
+    )
+    assert 'rosdep install' in text and '--no-deps -r /tmp/requirements/board-pip-nodeps.txt' in text
+    assert dict(parsed)['USER'] != 'root', 'the graph runs as a service user'
+    params = [arg for arg in cmd if arg.startswith('params_file:=')]
+    assert params and Path(params[0].split(':=', 1)[1]).name.startswith('board_'), 'a real camera layer'
+    assert (REPO / 'ros2_ws/src/weld_bringup/config' / Path(params[0].split(':=', 1)[1]).name).is_file()
     entrypoint = DOCKER / 'board-entrypoint.sh'
     assert subprocess.run(['bash', '-n', str(entrypoint)], check=False).returncode == 0
     assert entrypoint.stat().st_mode & 0o111, 'the entrypoint must be executable'

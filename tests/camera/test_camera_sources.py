@@ -9,6 +9,7 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin
 
 from tests.camera.bags import LABELS, frame_arrays, write_bag, write_labeler_bag
+from tests.core.yuv import blocky_rgb, nv12_from_rgb
 from weld_camera.errors import SourceError
 from weld_camera.sources import RelayPairer, ReplaySource, SimSource, depth_fields, rgb_fields
 from weld_core.images import (
@@ -55,6 +56,22 @@ def test_matching_encodings_pass_through_without_conversion() -> None:
     assert rgb_fields(_msg(fields)) == fields
     depth_image = depth_m_to_image(depth, '32FC1')
     assert depth_fields(_msg(depth_image), '32FC1') == depth_image
+
+
+def test_vendor_encodings_mono16_depth_and_nv12_colour() -> None:
+    """D-Robotics' stereo node: mono16 millimetres (passed through as 16UC1 bytes) and nv12 colour."""
+    _, depth = frame_arrays(2)
+    mono16 = depth_m_to_image(depth, 'mono16')
+    passed = depth_fields(_msg(mono16), '16UC1')
+    assert passed.encoding == '16UC1' and passed.data == mono16.data
+    np.testing.assert_allclose(_as_array(depth_fields(_msg(mono16), '32FC1')), depth, atol=0.0005)
+    rgb = blocky_rgb(48, 64, seed=2)
+    nv12 = SimpleNamespace(
+        height=48, width=64, encoding='nv12', is_bigendian=0, step=64, data=nv12_from_rgb(rgb)
+    )
+    colour = rgb_fields(nv12)
+    assert colour.encoding == 'rgb8' and (colour.width, colour.height) == (64, 48)
+    assert int(np.abs(_as_array(colour).astype(int) - rgb.astype(int)).max()) <= 3
 
 
 def test_relay_pairs_offset_streams_and_counts_unpairable_frames() -> None:

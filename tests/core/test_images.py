@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
+from tests.core.yuv import blocky_rgb, nv12_from_rgb
 from weld_core import images
 from weld_core.bag_types import COMPRESSED_IMAGE, IMAGE, weld_typestore
 from weld_core.errors import ImageFormatError
@@ -217,3 +218,27 @@ def test_truncated_compressed_depth_is_refused() -> None:
 def test_bad_arrays_are_refused(array, encoding, message) -> None:
     with pytest.raises(ImageFormatError, match=message):
         images.array_to_image(array, encoding)
+
+
+@pytest.mark.parametrize('make_msg', BINDINGS)
+def test_nv12_colour_decodes_to_rgb(make_msg) -> None:
+    rgb = blocky_rgb(HEIGHT, WIDTH)
+    fields = images.ImageFields(
+        height=HEIGHT, width=WIDTH, encoding='nv12', is_bigendian=0, step=WIDTH, data=nv12_from_rgb(rgb)
+    )
+    decoded = images.rgb_from_msg(make_msg(fields))
+    assert decoded.shape == rgb.shape and decoded.dtype == np.uint8
+    assert int(np.abs(decoded.astype(int) - rgb.astype(int)).max()) <= 3, 'only YUV rounding may differ'
+
+
+@pytest.mark.parametrize(
+    ('fields', 'message'),
+    [
+        (dict(height=3, width=4, step=4, data=bytes(18)), 'even, non-empty size'),
+        (dict(height=2, width=4, step=2, data=bytes(6)), 'step 2 is smaller than its width 4'),
+        (dict(height=2, width=4, step=4, data=bytes(8)), '8 bytes of data, 12 expected'),
+    ],
+)
+def test_bad_nv12_images_raise_one_clear_error(fields: dict, message: str) -> None:
+    with pytest.raises(ImageFormatError, match=message):
+        images.rgb_from_msg(Image(encoding='nv12', is_bigendian=0, **fields))

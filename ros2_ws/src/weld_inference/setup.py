@@ -22,6 +22,7 @@ setup(
     entry_points={
         'console_scripts': [
             'inference_node = weld_inference.inference_node:main',
+            'weld-deploy = weld_inference.deploy.__main__:main',
         ],
     },
 )

@@ -22,6 +22,8 @@ import numpy as np
 from weld_core.errors import ImageFormatError
 
 RGB_ENCODINGS = ('rgb8', 'bgr8')
+# colour encodings read (never written): NV12, what D-Robotics' camera and stereo nodes publish
+YUV_ENCODINGS = ('nv12',)
 DEPTH_ENCODINGS = ('32FC1', '16UC1', 'mono16')
 
 # encoding -> (numpy dtype, channels)
@@ -190,7 +192,27 @@ def _rgb_from_array(array: np.ndarray, encoding: str) -> np.ndarray:
         return array
     if encoding == 'bgr8':
         return np.ascontiguousarray(array[:, :, ::-1])
-    raise ImageFormatError(f'colour image expected ({", ".join(RGB_ENCODINGS)}), got {encoding!r}')
+    raise ImageFormatError(
+        f'colour image expected ({", ".join(RGB_ENCODINGS + YUV_ENCODINGS)}), got {encoding!r}'
+    )
+
+
+def _rgb_from_nv12(msg: Any) -> np.ndarray:
+    """An NV12 Image (full-size Y plane, then interleaved U/V at half size; ``step`` = Y row bytes) -> RGB."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0 or height % 2 or width % 2:
+        raise ImageFormatError(f'nv12 image must have an even, non-empty size, got {width}x{height}')
+    if step < width:
+        raise ImageFormatError(f'nv12 image step {step} is smaller than its width {width}')
+    flat = _data_bytes(msg)
+    expected = step * height * 3 // 2
+    if flat.size != expected:
+        raise ImageFormatError(
+            f'nv12 image has {flat.size} bytes of data, {expected} expected for {width}x{height} '
+            f'with step {step}'
+        )
+    planes = np.ascontiguousarray(flat.reshape(height * 3 // 2, step)[:, :width])
+    return cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_NV12)
 
 
 def _depth_m_from_array(array: np.ndarray, encoding: str) -> np.ndarray:
@@ -205,9 +227,11 @@ def _depth_m_from_array(array: np.ndarray, encoding: str) -> np.ndarray:
 
 
 def rgb_from_msg(msg: Any) -> np.ndarray:
-    """Image (rgb8/bgr8) or CompressedImage (JPEG/PNG) -> HxWx3 uint8 RGB."""
+    """Image (rgb8/bgr8/nv12) or CompressedImage (JPEG/PNG) -> HxWx3 uint8 RGB."""
     if is_compressed(msg):
         return decompress_rgb(str(msg.format), _data_bytes(msg))
+    if str(msg.encoding) in YUV_ENCODINGS:
+        return _rgb_from_nv12(msg)
     return _rgb_from_array(image_to_array(msg), str(msg.encoding))
 
 

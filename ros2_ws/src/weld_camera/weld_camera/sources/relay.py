@@ -33,9 +33,12 @@ class RelayStats:
     last_rejection: str = ''
 
 
-def _passthrough_fields(msg: Any, encoding: str, channels_bytes: int) -> ImageFields | None:
-    """The message's own bytes when it already is ``encoding`` with no row padding, else None."""
-    if is_compressed(msg) or str(msg.encoding) != encoding or bool(msg.is_bigendian):
+def _passthrough_fields(
+    msg: Any, encoding: str, channels_bytes: int, same_layout: tuple[str, ...] = ()
+) -> ImageFields | None:
+    """The message's own bytes, labelled ``encoding``, when it already is ``encoding`` (or one of
+    ``same_layout``, an encoding with the same bytes and units) with no row padding; else None."""
+    if is_compressed(msg) or str(msg.encoding) not in (encoding, *same_layout) or bool(msg.is_bigendian):
         return None
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     if step != width * channels_bytes or width <= 0 or height <= 0:
@@ -48,7 +51,7 @@ def _passthrough_fields(msg: Any, encoding: str, channels_bytes: int) -> ImageFi
 
 
 def rgb_fields(frame: Any) -> ImageFields:
-    """A colour message (rgb8, bgr8, JPEG/PNG) or an HxWx3 BGR array (OpenCV) -> rgb8 Image fields."""
+    """A colour message (rgb8, bgr8, nv12, JPEG/PNG) or an HxWx3 BGR array (OpenCV) -> rgb8 Image fields."""
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ImageFormatError(f'colour frame of shape {frame.shape} {frame.dtype}, expected HxWx3 uint8')
@@ -58,7 +61,9 @@ def rgb_fields(frame: Any) -> ImageFields:
 
 def depth_fields(msg: Any, encoding: str) -> ImageFields:
     """A depth message (32FC1, 16UC1, mono16, compressedDepth) -> Image fields in ``encoding``."""
-    passthrough = _passthrough_fields(msg, encoding, 4 if encoding == '32FC1' else 2)
+    # mono16 depth (D-Robotics' stereo node) is millimetres in 16 bits, byte for byte a 16UC1 image
+    same_layout = ('mono16',) if encoding == '16UC1' else ()
+    passthrough = _passthrough_fields(msg, encoding, 4 if encoding == '32FC1' else 2, same_layout)
     return passthrough or depth_m_to_image(depth_m_from_msg(msg), encoding)
 
 
