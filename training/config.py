@@ -50,6 +50,13 @@ def recipe_parser(prog: str, description: str, defaults_from_file: bool = True) 
         '(recall under 0.4 on its own training frames); the best attempt is kept',
     )
     parser.add_argument(
+        '--final_epochs',
+        type=int,
+        default=20,
+        help="epochs of the release's final run, which continues the held-out run's network on every "
+        'session at a quarter of the peak learning rate',
+    )
+    parser.add_argument(
         '--max_good_fpr',
         type=float,
         default=0.05,
@@ -116,6 +123,7 @@ def recipe_of(config: Namespace) -> Recipe:
         seed=int(config.seed),
         threads=int(config.threads),
         retries=int(config.retries),
+        final_epochs=int(config.final_epochs),
         max_good_fpr=float(config.max_good_fpr),
         good_fpr_confidence=float(config.good_fpr_confidence),
     )

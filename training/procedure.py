@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from training.module import WeldClassifier
 from weld_core.classes import GOOD_CLASS
 
 CHECKPOINT_FORMAT = 'weldvision-checkpoint-1'
+# the peak learning rate of a run that continues a trained network, as a share of the recipe's
+CONTINUED_LR_SHARE = 0.25
 HEADLINE = ('macro_recall', 'good_fpr', 'missed_defect_rate', 'accuracy', 'frames')
 # the WeldClassifier arguments the data decide (the rest come from the config's ``model`` section)
 LINKED_MODEL_ARGS = ('input_channels', 'class_names', 'input_size', 'preprocess', 'class_prior')
@@ -57,12 +59,23 @@ class Recipe:
     seed: int = 0
     threads: int = 0
     retries: int = 1
+    final_epochs: int = 20
     max_good_fpr: float = 0.05
     good_fpr_confidence: float = GOOD_FPR_CONFIDENCE
 
     @property
     def epochs(self) -> int:
         return int(self.trainer['max_epochs'])
+
+    def continued(self) -> 'Recipe':
+        """The recipe of a run that continues a trained network: ``final_epochs`` epochs at a quarter
+        of the peak learning rate (a full restart of the rate would shake loose the subtle cues the
+        first run learnt last, as its rate decayed)."""
+        return replace(
+            self,
+            model={**self.model, 'lr': float(self.model['lr']) * CONTINUED_LR_SHARE},
+            trainer={**self.trainer, 'max_epochs': self.final_epochs},
+        )
 
 
 @dataclass
@@ -175,12 +188,17 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: metrics[key] for key in HEADLINE if key in metrics}
 
 
-def train_once(recipe: Recipe, data: WeldDataModule, out_dir: Path, seed: int) -> Run:
-    """One run of ``recipe`` on ``data``'s training split from scratch; the last epoch is the model."""
+def train_once(
+    recipe: Recipe, data: WeldDataModule, out_dir: Path, seed: int, start: WeldClassifier | None = None
+) -> Run:
+    """One run of ``recipe`` on ``data``'s training split, from scratch or from ``start``'s network;
+    the last epoch is the model."""
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = build_model(recipe, data)
+    if start is not None:
+        model.net.load_state_dict(start.net.state_dict())
     trainer = _trainer(recipe, out_dir, data)
     trainer.fit(model, datamodule=data)
     model = model.cpu().eval()
@@ -197,7 +215,7 @@ def train_once(recipe: Recipe, data: WeldDataModule, out_dir: Path, seed: int) -
     )
 
 
-def train(recipe: Recipe, data: WeldDataModule, out_dir: Path) -> Run:
+def train(recipe: Recipe, data: WeldDataModule, out_dir: Path, start: WeldClassifier | None = None) -> Run:
     """:func:`train_once`, again with the next seed (``recipe.retries`` times at most) if it misses a class.
 
     Of the attempts, the one with the best macro-recall on its own training frames is kept; every
@@ -206,7 +224,7 @@ def train(recipe: Recipe, data: WeldDataModule, out_dir: Path) -> Run:
     runs: list[Run] = []
     for attempt in range(1 + max(recipe.retries, 0)):
         seed = recipe.seed + attempt
-        run = train_once(recipe, data, out_dir / (f'attempt-{attempt + 1}' if attempt else ''), seed)
+        run = train_once(recipe, data, out_dir / (f'attempt-{attempt + 1}' if attempt else ''), seed, start)
         runs.append(run)
         if not run.weak:
             break

@@ -7,8 +7,9 @@
 2. held-out run: the recipe trained on the dataset's training sessions; the good-class offset is
    chosen on its validation sessions and the test sessions are measured at that offset (and the
    board's rules on the same frames);
-3. final run: the same recipe trained on every session, with the offset chosen on all of step 2's
-   held-out frames folded in;
+3. final run: the held-out run's network trained on, on every session (``--final_epochs`` epochs at
+   a quarter of the peak learning rate), with the offset chosen on all of step 2's held-out frames
+   folded in;
 4. export: ``model.onnx`` with its ``.sha256`` sidecar, parity-checked against the checkpoint; its
    ``validation_metrics`` are step 2's held-out figures (what this procedure reaches on sessions it
    did not see), with the final run's sessions and its check on its own training frames.
@@ -74,12 +75,14 @@ def release(argv: Sequence[str] = ()) -> dict[str, Any]:
     report = write_report(held_out, figures, work / 'held_out' / REPORT)
     offset = float(figures['offset_for_all']['good_logit_bias'])
     print(f'release: final run (every session; good-class offset {offset:+.1f})', file=sys.stderr)
-    final = train(recipe, datamodule(recipe, dataset, val_sessions=[], test_sessions=[]), work / 'final')
+    every_session = datamodule(recipe, dataset, val_sessions=[], test_sessions=[])
+    final = train(recipe.continued(), every_session, work / 'final', start=held_out.model)
     fold_offset(final.model, offset)
     record = {
         'procedure': 'release',
         'held_out': held_out_summary(figures) | {'rules': report['rules'].get('test')},
-        'run': final.record(),
+        # the final run continued the held-out run's network (its epochs are the continued ones)
+        'run': final.record() | {'continued_from': 'held_out', 'held_out_epochs': held_out.epochs},
         'good_logit_offset': offset,
     }
     checkpoint = save_checkpoint(work / 'final' / 'model.ckpt', final.model, record)
