@@ -89,7 +89,7 @@ def train_fold(
 ) -> dict[str, Any]:
     """Train on every session but ``group``'s, predict ``group``'s frames; written to ``fold_dir``."""
     data = datamodule(recipe, dataset_dir, val_sessions=[], test_sessions=list(group))
-    run = train(recipe, data, fold_dir)
+    run = train(recipe, data, fold_dir / 'run')  # its logs; the fold folder holds the lock file
     probabilities = predict(run.model, data.inputs('test'))
     frames = data.splits['test']
     np.savez(
