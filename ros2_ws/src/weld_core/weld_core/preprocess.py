@@ -71,6 +71,11 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
 # flat image finite, the clip bounds glare edges
 _LUMA_DETAIL_SIGMAS_PX = (1.0, 3.0)
 _LUMA_NOISE_FLOOR = 0.2  # grey levels (0..255)
+# cv2.GaussianBlur's kernels for a float image: 4 sigma each side
+_LUMA_DETAIL_KERNELS = tuple(
+    cv2.getGaussianKernel(int(np.rint(8.0 * sigma + 1.0)) | 1, sigma, cv2.CV_32F)
+    for sigma in _LUMA_DETAIL_SIGMAS_PX
+)
 _LUMA_DETAIL_CLIP = 30.0
 
 PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
@@ -110,10 +115,12 @@ class PreprocessError(WeldError, ValueError):
 
 def luma_detail(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB -> the grey level's band-pass in units of the frame's detail noise (1.4826 x MAD)."""
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    fine, coarse = _LUMA_DETAIL_SIGMAS_PX
-    detail = cv2.GaussianBlur(grey, (0, 0), fine)
-    detail -= cv2.GaussianBlur(grey, (0, 0), coarse)
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    # the Gaussian blurs of the grey level as float32, read straight from the 8-bit image: the same
+    # values as cv2.GaussianBlur of the float image (same kernels and border) in half the time
+    fine, coarse = _LUMA_DETAIL_KERNELS
+    detail = cv2.sepFilter2D(grey, cv2.CV_32F, fine, fine, borderType=cv2.BORDER_REFLECT_101)
+    detail -= cv2.sepFilter2D(grey, cv2.CV_32F, coarse, coarse, borderType=cv2.BORDER_REFLECT_101)
     # every other pixel in each direction: the same estimate (within a percent) at a tenth of the time
     noise = max(1.4826 * median(np.abs(detail[::2, ::2]).ravel()), _LUMA_NOISE_FLOOR)
     detail *= np.float32(1.0 / noise)
@@ -376,11 +383,11 @@ class Preprocessor:
         if self.uses_rgb:
             if rgb.shape[:2] != (height, width):
                 rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
-            for channel, name in enumerate(RGB_CHANNELS):
+            for plane, name in zip(cv2.split(rgb), RGB_CHANNELS, strict=True):
                 if name in index:
-                    # colour 0..255 -> (value / 255 - mean) / std in one pass
+                    # colour 0..255 -> (value / 255 - mean) / std, from a contiguous plane
                     mean, std = self.normalization[name]
-                    np.multiply(rgb[:, :, channel], np.float32(1.0 / (255.0 * std)), out=out[index[name]])
+                    np.multiply(plane, np.float32(1.0 / (255.0 * std)), out=out[index[name]])
                     out[index[name]] -= np.float32(mean / std)
             if 'luma_detail' in index:
                 self._normalise(luma_detail(rgb), 'luma_detail', out[index['luma_detail']])
