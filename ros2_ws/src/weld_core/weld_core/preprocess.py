@@ -354,8 +354,8 @@ class Preprocessor:
         total = cv2.resize(masked, (width, height), interpolation=cv2.INTER_AREA)
         share = cv2.resize(weight, (width, height), interpolation=cv2.INTER_AREA)
         np.clip(share, 0.0, 1.0, out=share)
-        covered = share > 1e-6
-        small = np.divide(total, share, out=np.zeros_like(total), where=covered)
+        small = total / cv2.max(share, 1e-6)
+        small *= share > 1e-6  # no valid sensor pixel (or a sliver of one): no data
         return small, share
 
     @staticmethod
