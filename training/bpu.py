@@ -1,6 +1,6 @@
 """The files D-Robotics' model converter needs to compile a model for the RDK X5's BPU.
 
-    python -m training.export CKPT -o models/weld.onnx --dataset data/weldsim --bpu models/weld-bpu
+    weld-train export CHECKPOINT -o models/weld.onnx --dataset data/weldsim --bpu models/weld-bpu
 
 writes, into the ``--bpu`` folder, the input of ``hb_mapper makertbin`` (OpenExplorer's PTQ
 converter; march ``bayes-e`` is the RDK X5's BPU):
@@ -137,7 +137,7 @@ def write_bpu_bundle(
     config_path = folder / 'config.yaml'
     header = (
         f'# hb_mapper makertbin configuration for {info.model_id} (RDK X5, march {MARCH}), written by\n'
-        '# python -m training.export --bpu. Run in this folder: hb_mapper makertbin --config config.yaml\n'
+        '# weld-train export --bpu. Run in this folder: hb_mapper makertbin --config config.yaml\n'
         '# --model-type onnx (OpenExplorer for the RDK X5; see docs/bpu.md).\n'
     )
     config = converter_config(info.metadata, info.input_name, tensors[0].shape[1])
