@@ -350,6 +350,10 @@ def print_targets(results: dict[tuple[str, int, int], StageTimes]) -> None:
         f'({factor.low:.1f}-{factor.high:.1f})'
     )
     print(f'  factor from: {factor.source}')
+    print(
+        '  the factor compares idle single cores: CPU times taken while other jobs share this machine are '
+        'inflated, and so is the estimate'
+    )
     for (model_id, width, height), times in results.items():
         path = p50(times.cpu['whole path'])
         print(
