@@ -13,8 +13,9 @@ arrays -> ``Preprocessor.from_metadata(file metadata)`` -> ONNX Runtime) and thr
 in PyTorch; the export fails when any probability differs by more than ``--tolerance``.
 
 ``--int8``: static INT8 quantisation with onnxruntime.quantization, calibrated on training frames;
-the layers that read the input stay in float (:func:`input_layers`); the accuracy of both files on
-the validation split is reported side by side, with how often they agree.
+the layers that read the input and the softmax after the classifier stay in float
+(:func:`input_layers`, :func:`output_layers`); the file passes the inference node's own check; the
+accuracy of both files on the validation split is reported side by side, with how often they agree.
 """
 
 import argparse
@@ -30,13 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.bpu import BpuBundle, write_bpu_bundle
 from training.data import FrameStore, make_preprocessor
 from training.errors import ExportError
 from training.module import MODEL_NAME, WeldClassifier
 from training.procedure import load_checkpoint
 from weld_core.errors import WeldError
 from weld_core.model_file import OUTPUT_PROBABILITIES, open_session, read_model_info
-from weld_core.model_store import write_sidecar
+from weld_core.model_store import check_model, write_sidecar
 from weld_core.preprocess import Preprocessor
 
 OPSET = 17  # onnxruntime >= 1.14 (Humble-era boards) runs opset 17
@@ -52,6 +54,7 @@ class ExportResult:
     parity_frames: int
     int8_path: Path | None = None
     int8_report: dict[str, Any] = field(default_factory=dict)
+    bpu: BpuBundle | None = None
 
 
 class _Probabilities(torch.nn.Module):
@@ -91,13 +94,25 @@ def preprocessor_of(model: WeldClassifier) -> Preprocessor:
     return make_preprocessor(model.channels, model.hparams['input_size'], model.hparams.get('preprocess'))
 
 
-def write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> None:
-    """``model`` (softmax on its eval-mode logits, its views included) as ONNX with ``metadata``."""
+def write_onnx(
+    model: WeldClassifier,
+    path: Path,
+    metadata: dict[str, str],
+    opset: int = OPSET,
+    batch: int | None = None,
+    softmax: bool = True,
+) -> None:
+    """``model`` (softmax on its eval-mode logits, its views included) as ONNX with ``metadata``.
+
+    ``batch`` fixes the batch size (the BPU toolchain takes fixed shapes); ``softmax=False`` ends
+    the graph at the logits.
+    """
     import onnx
 
-    wrapped = _Probabilities(model).eval()
+    wrapped = (_Probabilities(model) if softmax else model).eval()
     height, width = model.hparams['input_size']
-    dummy = torch.zeros(1, len(model.channels), height, width)
+    dummy = torch.zeros(batch or 1, len(model.channels), height, width)
+    output = 'probabilities' if softmax else 'logits'
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as temp:
         raw = Path(temp) / 'model.onnx'
@@ -106,9 +121,9 @@ def write_onnx(model: WeldClassifier, path: Path, metadata: dict[str, str]) -> N
             (dummy,),
             str(raw),
             input_names=['input'],
-            output_names=['probabilities'],
-            dynamic_axes={'input': {0: 'batch'}, 'probabilities': {0: 'batch'}},
-            opset_version=OPSET,
+            output_names=[output],
+            dynamic_axes=None if batch else {'input': {0: 'batch'}, output: {0: 'batch'}},
+            opset_version=opset,
             dynamo=False,
         )
         proto = onnx.load(str(raw))
@@ -168,8 +183,14 @@ def export(
     parity_frames: int = 32,
     int8: bool = False,
     calibration_frames: int = 256,
+    bpu_dir: str | Path | None = None,
+    bpu_frames: int = 100,
 ) -> ExportResult:
-    """Export ``checkpoint`` to ``out`` (ONNX), verify parity on ``dataset_dir``'s validation frames."""
+    """Export ``checkpoint`` to ``out`` (ONNX), verify parity on ``dataset_dir``'s validation frames.
+
+    ``bpu_dir``: also write the RDK X5 BPU converter's input there (:mod:`training.bpu`), calibrated
+    on ``bpu_frames`` training frames.
+    """
     checkpoint, out = Path(checkpoint), Path(out)
     model, record = load_checkpoint(checkpoint)
     store = FrameStore(dataset_dir)
@@ -194,6 +215,10 @@ def export(
     if int8:
         result.int8_path, result.int8_report = quantize_int8(out, store, calibration_frames)
         write_sidecar(result.int8_path)
+    if bpu_dir is not None:
+        runtime = read_model_info(out).preprocessor
+        tensors = [runtime(*store.pair(frame))[None] for frame in _spread(store, 'train', bpu_frames)]
+        result.bpu = write_bpu_bundle(model, out, Path(bpu_dir), tensors, tolerance)
     return result
 
 
@@ -232,10 +257,71 @@ def input_layers(graph: Any) -> list[str]:
     return sorted(found)
 
 
+def output_layers(graph: Any) -> list[str]:
+    """Names of the nodes after the last weighted nodes (:data:`_WEIGHTED_OPS`) on every path to the outputs.
+
+    The softmax (and any averaging of views after the classifier) stays in float when quantising:
+    quantised to 8 bits, the output's probabilities come in steps of 1/255 that do not sum to 1, and
+    the node refuses the file (weld_core.model_store.check_probabilities).
+    """
+    producers = {name: node for node in graph.node for name in node.output}
+    frontier = [tensor.name for tensor in graph.output]
+    seen: set[int] = set()
+    found: list[str] = []
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or id(node) in seen or node.op_type in _WEIGHTED_OPS:
+            continue
+        seen.add(id(node))
+        if not node.name:
+            raise ExportError(
+                f'an unnamed {node.op_type} node follows the classifier: it cannot be kept in float'
+            )
+        found.append(node.name)
+        frontier.extend(node.input)
+    return sorted(found)
+
+
+def _unquantise_inputs(graph: Any, names: Sequence[str]) -> None:
+    """Feed the nodes ``names`` the float tensors their QuantizeLinear -> DequantizeLinear pairs stood for.
+
+    onnxruntime.quantization quantises a weighted node's output whatever reads it: the classifier's
+    logits would reach the float softmax in 8-bit steps. The pairs no longer read are removed, with
+    their scales and zero points.
+    """
+    producers = {name: node for node in graph.node for name in node.output}
+    for node in graph.node:
+        if node.name not in names:
+            continue
+        for index, name in enumerate(node.input):
+            dequantise = producers.get(name)
+            if dequantise is None or dequantise.op_type != 'DequantizeLinear':
+                continue
+            quantise = producers.get(dequantise.input[0])
+            if quantise is not None and quantise.op_type == 'QuantizeLinear':
+                node.input[index] = quantise.input[0]
+    while True:
+        read = {name for node in graph.node for name in node.input} | {t.name for t in graph.output}
+        unread = [
+            node
+            for node in graph.node
+            if node.op_type in ('QuantizeLinear', 'DequantizeLinear') and not set(node.output) & read
+        ]
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    read = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+
+
 def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -> tuple[Path, dict[str, Any]]:
     """Static INT8 (QDQ) quantisation calibrated on training frames; accuracy of both on validation frames.
 
-    The layers that read the input stay in float (:func:`input_layers`).
+    The layers that read the input (:func:`input_layers`) and everything after the classifier's last
+    weighted layer (:func:`output_layers`: the softmax) stay in float. The file must pass the node's
+    own check (:func:`weld_core.model_store.check_model`), or the export fails.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -256,7 +342,8 @@ def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -
     with tempfile.TemporaryDirectory() as temp:
         prepared = Path(temp) / 'prepared.onnx'
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        kept_float = input_layers(onnx.load(str(prepared)).graph)
+        graph = onnx.load(str(prepared)).graph
+        kept_float = input_layers(graph) + output_layers(graph)
         quantize_static(
             str(prepared),
             str(int8_path),
@@ -268,11 +355,16 @@ def quantize_int8(onnx_path: Path, store: FrameStore, calibration_frames: int) -
             nodes_to_exclude=kept_float,
         )
     proto = onnx.load(str(int8_path))
+    _unquantise_inputs(proto.graph, output_layers(graph))
     del proto.metadata_props[:]
     for key, value in sorted({**info.metadata, 'quantization': 'int8-static-qdq'}.items()):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(int8_path))
+    try:
+        check_model(int8_path)
+    except WeldError as exc:
+        raise ExportError(f'the INT8 file would not deploy: {exc}') from exc
     from training.evaluate import metrics_of, run_model
 
     val = [f for f in store.frames if f['split'] == 'val'] or store.frames
@@ -306,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--parity-frames', type=int, default=32)
     parser.add_argument('--int8', action='store_true', help='also write an INT8 statically quantised model')
     parser.add_argument('--calibration-frames', type=int, default=256)
+    parser.add_argument(
+        '--bpu',
+        metavar='DIR',
+        default=None,
+        help='also write the RDK X5 BPU converter input (opset-11 ONNX, calibration, config.yaml) to DIR',
+    )
+    parser.add_argument('--bpu-frames', type=int, default=100, help='calibration frames of --bpu')
     return parser
 
 
@@ -321,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parity_frames=args.parity_frames,
             int8=args.int8,
             calibration_frames=args.calibration_frames,
+            bpu_dir=args.bpu,
+            bpu_frames=args.bpu_frames,
         )
     except WeldError as exc:
         print(f'export: {exc}', file=sys.stderr)
@@ -331,6 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if result.int8_path:
         print(f'wrote {result.int8_path}; {json.dumps(result.int8_report)}')
+    if result.bpu:
+        print(
+            f'wrote {result.bpu.folder}: {result.bpu.onnx_path.name} (opset 11), '
+            f'{result.bpu.calibration_files} calibration frames, {result.bpu.config_path.name}; '
+            f'max |dp| {result.bpu.max_abs_diff:.2e} '
+            'against the exported model (the vendor toolchain was not run)'
+        )
     return 0
 
 

@@ -23,6 +23,7 @@ from training.fit import fit
 from training.metrics import classification_metrics
 from weld_core.images import array_to_image, depth_m_to_image
 from weld_core.model_file import open_session, read_model_info
+from weld_core.model_store import install_model
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -30,7 +31,7 @@ CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
 
 
 @pytest.fixture(scope='module')
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp('trained')
     bags = []
     for session in range(4):
@@ -53,14 +54,35 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
             f'--out={root / "run"}',
         ]
     )
-    models = root / 'models'
-    exported = export(metrics['checkpoint'], models / 'weld.onnx', root / 'dataset', version='parity')
-    return exported.path, root / 'dataset'
+    exported = export(
+        metrics['checkpoint'],
+        root / 'export' / 'weld.onnx',
+        root / 'dataset',
+        version='parity',
+        int8=True,
+        calibration_frames=8,
+    )
+    assert exported.int8_path is not None
+    # each in a models folder of its own, placed the way the deploy tools place them
+    fp32 = install_model(exported.path, root / 'models').path
+    int8 = install_model(exported.int8_path, root / 'models_int8').path
+    return fp32, int8, root / 'dataset'
 
 
-def test_node_answers_equal_training_evaluate(trained_model, ros_node, spawn_node, tmp_path: Path) -> None:
-    model_path, dataset = trained_model
-    store = FrameStore(dataset)
+def test_node_answers_equal_training_evaluate(trained_model, ros_node, spawn_node) -> None:
+    model_path, _int8, dataset = trained_model
+    node_answers_equal_the_runtime_path(model_path, FrameStore(dataset), ros_node, spawn_node)
+
+
+def test_node_runs_an_int8_export(trained_model, ros_node, spawn_node) -> None:
+    """``training.export --int8`` writes a file the node takes (float softmax) and answers with."""
+    _fp32, model_path, dataset = trained_model
+    assert read_model_info(model_path).metadata['quantization'] == 'int8-static-qdq'
+    node_answers_equal_the_runtime_path(model_path, FrameStore(dataset), ros_node, spawn_node)
+
+
+def node_answers_equal_the_runtime_path(model_path: Path, store: FrameStore, ros_node, spawn_node) -> None:
+    """A node on ``model_path``'s folder answers every frame of ``store`` with the model, as evaluate does."""
     frames = store.frames
     evaluated = evaluate_model(model_path, store, frames)
     info = read_model_info(model_path)

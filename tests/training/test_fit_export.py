@@ -3,19 +3,24 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
+import yaml
 
 from tests.training.conftest import CLASSES, tiny_args
+from training.bpu import BpuBundle
 from training.data import FrameStore, WeldDataModule
 from training.errors import ExportError
 from training.evaluate import evaluate, format_table
 from training.export import export, parity_check
+from training.export import main as export_main
 from training.fit import fit
 from training.procedure import CheckpointError, load_checkpoint, metrics_at, predict
-from weld_core.model_file import REQUIRED_METADATA_KEYS, read_model_info
-from weld_core.model_store import read_sidecar
+from weld_core.model_file import REQUIRED_METADATA_KEYS, open_session, read_model_info
+from weld_core.model_store import check_model, read_sidecar
 
 
 @pytest.mark.slow
@@ -79,7 +84,8 @@ def test_fit_reports_held_out_figures_and_exports_a_verified_model(
 
 
 @pytest.mark.slow
-def test_int8_export_keeps_the_input_layers_in_float(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_int8_and_bpu_exports_for_the_board(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The INT8 file keeps the input layers and the softmax in float; the BPU bundle is complete."""
     metrics = fit([str(tiny_dataset), *tiny_args(), f'--out={tmp_path / "run"}'])
     exported = export(
         metrics['checkpoint'],
@@ -88,6 +94,8 @@ def test_int8_export_keeps_the_input_layers_in_float(tiny_dataset: Path, tmp_pat
         parity_frames=4,
         int8=True,
         calibration_frames=8,
+        bpu_dir=tmp_path / 'bpu',
+        bpu_frames=5,
     )
     assert exported.int8_path is not None
     assert read_model_info(exported.int8_path).metadata['quantization'] == 'int8-static-qdq'
@@ -101,6 +109,61 @@ def test_int8_export_keeps_the_input_layers_in_float(tiny_dataset: Path, tmp_pat
         if node.name in kept:
             source = produced_by.get(node.input[0])
             assert source is None or source.op_type != 'DequantizeLinear'
+    # ... and so does the softmax after the classifier: the node takes the file (check_model) and
+    # its outputs are probabilities, not 8-bit steps
+    assert any(node.op_type == 'Softmax' and node.name in kept for node in graph.node)
+    checked = check_model(exported.int8_path)
+    store = FrameStore(tiny_dataset)
+    tensor = checked.info.preprocessor(*store.pair(store.frames[0]))[None]
+    probabilities = checked.session.run(None, {checked.info.input_name: tensor})[0][0]
+    assert abs(float(probabilities.sum()) - 1.0) < 1e-5 and probabilities.min() >= 0.0
+    assert len(set(np.round(probabilities * 255.0, 3) % 1.0)) > 1  # not multiples of 1/255
+
+    assert exported.bpu is not None
+    check_bpu_bundle(exported.bpu, exported.path, store)
+    # the command line of docs/bpu.md
+    argv = [metrics['checkpoint'], '-o', str(tmp_path / 'cli.onnx'), '--dataset', str(tiny_dataset)]
+    assert export_main([*argv, '--bpu', str(tmp_path / 'cli-bpu'), '--bpu-frames', '2']) == 0
+    assert len(list((tmp_path / 'cli-bpu' / 'calibration').glob('*.bin'))) == 2
+
+
+def check_bpu_bundle(bundle: BpuBundle, exported: Path, store: FrameStore) -> None:
+    """The RDK X5 converter's input: opset 11, fixed input, calibration as the runtime preprocesses."""
+    info = read_model_info(exported)
+    channels, (height, width) = len(info.preprocessor.channels), info.preprocessor.input_size
+    proto = onnx.load(str(bundle.onnx_path))
+    assert max(op.version for op in proto.opset_import if op.domain in ('', 'ai.onnx')) == 11
+    assert proto.ir_version <= 7
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, channels, height, width] and proto.graph.output[0].name == 'logits'
+
+    config = yaml.safe_load(bundle.config_path.read_text())
+    assert config['model_parameters']['march'] == 'bayes-e'
+    assert (bundle.folder / config['model_parameters']['onnx_model']) == bundle.onnx_path
+    inputs = config['input_parameters']
+    assert inputs['input_name'] == info.input_name
+    assert inputs['input_shape'] == f'1x{channels}x{height}x{width}'
+    assert (inputs['input_type_train'], inputs['input_layout_train'], inputs['norm_type']) == (
+        'featuremap',
+        'NCHW',
+        'no_preprocess',
+    )
+    calibration = sorted((bundle.folder / config['calibration_parameters']['cal_data_dir']).glob('*.bin'))
+    assert config['calibration_parameters']['cal_data_type'] == 'float32'
+    assert len(calibration) == bundle.calibration_files == 5
+    # each sample is a training frame through the runtime preprocessing, float32 NCHW as numpy.tofile
+    frames = [frame for frame in store.frames if frame['split'] == 'train']
+    first = np.fromfile(calibration[0], dtype=np.float32).reshape(1, channels, height, width)
+    np.testing.assert_array_equal(first[0], info.preprocessor(*store.pair(frames[0])))
+    metadata = json.loads((bundle.folder / 'metadata.json').read_text())
+    assert metadata['output'] == 'logits' and json.loads(metadata['class_names']) == CLASSES
+
+    # the softmax of the bundle's logits is the deployed model's output
+    session, reference = onnxruntime.InferenceSession(str(bundle.onnx_path)), open_session(exported)
+    logits = session.run(None, {info.input_name: first})[0]
+    expected = reference.run(None, {info.input_name: first})[0]
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), expected, atol=1e-5)
+    assert bundle.max_abs_diff <= 1e-4
 
 
 def test_checkpoints_of_other_tools_are_refused(tmp_path: Path) -> None:

@@ -193,3 +193,27 @@ def test_the_colour_branch_takes_luma_detail() -> None:
 
     net = CompactFusionNet(expand_channels('r,g,b,luma_detail,height,relief,valid'), 5)
     assert net.branch_0.tolist() == [0, 1, 2, 3] and net.branch_1.tolist() == [4, 5, 6]
+
+
+def test_no_data_is_the_same_whatever_its_form_and_size() -> None:
+    """NaN, inf, negative, 0 and out-of-range depth are all 'no data', at VGA (area path) and 320x240."""
+    rng = np.random.default_rng(5)
+    names = ('height', 'relief', 'valid')
+    pre = Preprocessor(input_size=(120, 160), channels=names, normalization=dict.fromkeys(names, (0.0, 1.0)))
+    for size in ((240, 320), (120, 160)):
+        depth = (0.1 + rng.normal(0, 1e-4, size)).astype(np.float32)
+        rgb = np.zeros((*size, 3), np.uint8)
+        holes = rng.random(size) < 0.05
+        clean = np.where(holes, 0.0, depth).astype(np.float32)
+        forms = [np.nan, np.inf, -np.inf, -0.5, 2.5, 0.03]
+        dirty = depth.copy()
+        dirty[holes] = rng.choice(forms, int(holes.sum()))
+        out = pre(rgb, dirty)
+        np.testing.assert_array_equal(out, pre(rgb, clean))
+        assert np.isfinite(out).all()
+        valid = out[names.index('valid')]
+        if size == (120, 160):
+            assert np.array_equal(valid > 0, ~holes)
+            assert (out[names.index('height')][holes] == 0).all() and (
+                out[names.index('relief')][holes] == 0
+            ).all()
