@@ -12,7 +12,9 @@
    folded in;
 4. export: ``model.onnx`` with its ``.sha256`` sidecar, parity-checked against the checkpoint; its
    ``validation_metrics`` are step 2's held-out figures (what this procedure reaches on sessions it
-   did not see), with the final run's sessions and its check on its own training frames.
+   did not see), with the final run's sessions and its check on its own training frames. Beside it
+   ``model.int8.onnx`` (and sidecar): the same network quantised to 8 bits, the input layers and the
+   softmax in float, for the board's CPU (docs/board.md).
 
 A run that does not learn a class is trained again with the next seed (``--retries``); if the
 final run still misses one, no file is written and the command fails. Everything else lands in
@@ -92,10 +94,13 @@ def release(argv: Sequence[str] = ()) -> dict[str, Any]:
             f'the final run did not learn {listed} (recall on its own training frames) in '
             f'{len(final.attempts)} attempts; no model written (checkpoint kept: {checkpoint})'
         )
-    exported = export(checkpoint, config.out, dataset, version=config.version)
+    # the INT8 file too: the board's CPU default where it is faster there (docs/board.md)
+    exported = export(checkpoint, config.out, dataset, version=config.version, int8=True)
     return {
         'model': str(exported.path),
         'model_id': exported.model_id,
+        'int8_model': str(exported.int8_path),
+        'int8_agreement': exported.int8_report['agreement'],
         'work': str(work),
         'held_out': report,
         'final': final.record(),
@@ -116,8 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 *summary_lines(result['held_out']),
                 f'final run: {final["train_frames"]} frames of {", ".join(final["train_sessions"])}, '
                 f'{final["seconds"]:.0f} s',
-                f'wrote {result["model"]} ({result["model_id"]}) and its .sha256 '
-                f'in {result["seconds"]:.0f} s; '
+                f'wrote {result["model"]} ({result["model_id"]}) and {result["int8_model"]} (the same '
+                f'class as the FP32 file on {result["int8_agreement"]:.0%} of the validation frames), '
+                f'each with its .sha256, in {result["seconds"]:.0f} s; '
                 f'working folder {result["work"]}',
             ]
         )

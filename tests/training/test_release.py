@@ -47,6 +47,10 @@ def test_release_from_bags_writes_one_checked_model_with_the_procedures_figures(
     _, record = load_checkpoint(work / 'final' / 'model.ckpt')
     assert record == recorded
     assert (work / 'dataset' / 'manifest.json').is_file()
+    # and the INT8 file for the board's CPU, which the node takes as well
+    int8 = check_model(result['int8_model'])
+    assert read_sidecar(Path(result['int8_model'])) == int8.info.sha256
+    assert int8.info.metadata['quantization'] == 'int8-static-qdq' and 0.0 <= result['int8_agreement'] <= 1.0
     assert (work / 'held_out' / 'report' / 'metrics.json').is_file()
 
 
