@@ -238,8 +238,9 @@ class WeldDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        """The validation split, or the test split when there is none (curves only)."""
         return DataLoader(
-            self.tensors['val'],
+            self.tensors['val'] if len(self.tensors['val']) else self.tensors['test'],
             batch_size=max(64, self.hparams['batch_size']),
             num_workers=self.hparams['num_workers'],
         )

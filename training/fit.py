@@ -3,12 +3,14 @@
     weld-train fit data/weldsim
     weld-train fit data/weldsim --config rgb_only --trainer.max_epochs 10 --out runs/rgb
 
-Trains on the dataset's training sessions (its split, or ``--val_sessions`` / ``--test_sessions``),
-chooses the good-class offset on the validation sessions and measures the test sessions at that
-offset, with the board's rule-based fallback on the same frames beside it. Writes ``--out``
-(default ``runs/fit-<UTC time>``): ``model.ckpt`` (the offset folded in), the logs (``metrics.csv``,
-TensorBoard) and ``report/`` (metrics.json, confusion matrices, curves, misclassified frames).
-This is the experiment tool; the model to deploy comes from ``weld-train release``.
+The release's held-out run on its own: trains on every session but the held-out ones (the
+dataset's test sessions, or ``--test_sessions``), and measures those, each held-out session with
+the good-class offset chosen on the others, beside the board's rule-based fallback on the same
+frames. Writes ``--out`` (default ``runs/fit-<UTC time>``): ``model.ckpt`` (the offset chosen on
+every held-out frame folded in), the logs (``metrics.csv``, TensorBoard; the curves are drawn on
+the held-out frames, nothing is selected on them) and ``report/`` (metrics.json, confusion
+matrix, curves, misclassified frames). This is the experiment tool; the model to deploy comes
+from ``weld-train release``.
 """
 
 import datetime as dt
@@ -20,6 +22,7 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from training.config import parse, recipe_of, recipe_parser
+from training.errors import DatasetError
 from training.evaluate import evaluate_rules
 from training.procedure import (
     Recipe,
@@ -28,6 +31,7 @@ from training.procedure import (
     fold_offset,
     headline,
     held_out_figures,
+    held_out_sessions,
     quiet_lightning,
     save_checkpoint,
     set_threads,
@@ -44,14 +48,16 @@ def default_out(command: str) -> Path:
 
 
 def held_out_run(
-    recipe: Recipe,
-    dataset_dir: str | Path,
-    out: Path,
-    val_sessions: list[str] | None = None,
-    test_sessions: list[str] | None = None,
+    recipe: Recipe, dataset_dir: str | Path, out: Path, test_sessions: list[str] | None = None
 ) -> tuple[Run, dict[str, Any]]:
-    """Train on the training sessions; the figures of its held-out ones (procedure.held_out_figures)."""
-    data = datamodule(recipe, dataset_dir, val_sessions, test_sessions)
+    """Train on every session but the held-out ones; their figures (procedure.held_out_figures)."""
+    held_out = test_sessions or held_out_sessions(datamodule(recipe, dataset_dir))
+    if len(held_out) < 2:
+        raise DatasetError(
+            f'{dataset_dir}: a held-out run needs two held-out sessions (each is thresholded on the '
+            f'other), the dataset gives {held_out}; record three sessions or more'
+        )
+    data = datamodule(recipe, dataset_dir, val_sessions=[], test_sessions=held_out)
     run = train(recipe, data, out)
     return run, held_out_figures(run, recipe)
 
@@ -64,28 +70,21 @@ def write_report(run: Run, figures: dict[str, Any], report_dir: Path) -> dict[st
         'run': run.record(),
         'complexity': run.model.complexity(),
     }
-    metrics['rules'] = {
-        split: headline(evaluate_rules(run.data.store, run.data.splits[split]))
-        for split in ('val', 'test')
-        if run.data.splits[split]
-    }
-    for key, split in (('test', 'test'), ('val_argmax', 'val')):
-        if key not in figures:
-            continue
+    metrics['rules'] = {'test': headline(evaluate_rules(run.data.store, run.data.splits['test']))}
+    if 'test' in figures:
         plot_confusion(
-            figures[key]['confusion'],
+            figures['test']['confusion'],
             names,
-            report_dir / f'confusion_{split}.png',
-            f'{split}: macro-recall {figures[key]["macro_recall"]:.3f}',
+            report_dir / 'confusion_test.png',
+            f'held out, nested offsets: macro-recall {figures["test"]["macro_recall"]:.3f}',
         )
-        predicted = figures['probabilities'][split].argmax(1)
         plot_misclassified(
-            run.data.inputs(split),
-            run.data.labels(split),
-            predicted,
+            run.data.inputs('test'),
+            run.data.labels('test'),
+            figures['probabilities'].argmax(1),
             run.model.channels,
             names,
-            report_dir / f'misclassified_{split}.png',
+            report_dir / 'misclassified_test.png',
         )
     plot_curves(run.log_dir / 'metrics.csv', report_dir / 'curves.png')
     write_metrics(report_dir / 'metrics.json', metrics)
@@ -96,8 +95,12 @@ def build_parser() -> ArgumentParser:
     parser = recipe_parser('weld-train fit', __doc__.split('\n')[0])
     parser.add_argument('dataset', help='dataset folder made by `weld-train convert`')
     parser.add_argument('--out', type=str, default=None, help='output folder (default runs/fit-<time>)')
-    parser.add_argument('--val_sessions', type=list[str] | None, default=None, help='validation sessions')
-    parser.add_argument('--test_sessions', type=list[str] | None, default=None, help='test sessions')
+    parser.add_argument(
+        '--test_sessions',
+        type=list[str] | None,
+        default=None,
+        help="sessions to hold out (two or more; default: the dataset's test sessions)",
+    )
     return parser
 
 
@@ -108,21 +111,12 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
     set_threads(recipe.threads)
     quiet_lightning()
     out = Path(config.out) if config.out else default_out('fit')
-    run, figures = held_out_run(recipe, config.dataset, out, config.val_sessions, config.test_sessions)
-    if 'calibration' in figures:
-        fold_offset(run.model, figures['calibration']['good_logit_bias'])
-    metrics = write_report(run, figures, out / REPORT)
-    metrics['checkpoint'] = str(
-        save_checkpoint(
-            out / 'model.ckpt',
-            run.model,
-            {
-                'run': run.record(),
-                'good_logit_offset': figures.get('calibration', {}).get('good_logit_bias', 0.0),
-            }
-            | {'held_out': held_out_summary(figures)},
-        )
-    )
+    run, figures = held_out_run(recipe, config.dataset, out, config.test_sessions)
+    offset = float(figures['offset_for_all']['good_logit_bias'])
+    fold_offset(run.model, offset)
+    record = {'run': run.record(), 'good_logit_offset': offset, 'held_out': held_out_summary(figures)}
+    checkpoint = save_checkpoint(out / 'model.ckpt', run.model, record)
+    metrics = write_report(run, figures, out / REPORT) | {'checkpoint': str(checkpoint)}
     write_metrics(out / REPORT / 'metrics.json', metrics)
     return metrics
 
@@ -130,21 +124,25 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
 def held_out_summary(figures: dict[str, Any]) -> dict[str, Any]:
     """The figures a model file records about the procedure that made it (headline, per-class recall)."""
     summary: dict[str, Any] = {'sessions': figures['sessions'], 'dataset_digest': figures['dataset_digest']}
-    for key in ('test', 'test_argmax', 'val_argmax'):
+    for key in ('test', 'test_argmax'):
         if key in figures:
             summary[key] = headline(figures[key]) | {
                 'recall': {name: round(v['recall'], 3) for name, v in figures[key]['per_class'].items()}
             }
-    for key in ('calibration', 'offset_for_all'):
-        if key in figures:
-            summary[key] = {k: figures[key][k] for k in ('good_logit_bias', 'val_good_frames', 'reason')}
+    if 'offset_for_all' in figures:
+        summary['nested_offsets'] = figures['nested_offsets']
+        chosen = figures['offset_for_all']
+        summary['offset_for_all'] = {k: chosen[k] for k in ('good_logit_bias', 'val_good_frames', 'reason')}
     return summary
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """What a person reads at the end of a fit or release."""
     lines = []
-    for key, title in (('test', 'held-out test, offset chosen on validation'), ('test_argmax', 'arg-max')):
+    for key, title in (
+        ('test', 'held out, each session thresholded on the others'),
+        ('test_argmax', 'arg-max'),
+    ):
         if key in metrics:
             m = metrics[key]
             lines.append(

@@ -7,8 +7,8 @@ decayed one. After training the run is checked on its own training frames (whole
 augmentation): a class under 0.4 recall there was not learnt, and the run is trained again with the
 next seed (``retries``, a safety net; the default learns every class, see docs/results.md).
 
-- ``fit``: one *held-out run*: trained on the dataset's training sessions; the good-class offset is
-  chosen on its validation sessions and the figures are those of its test sessions at that offset.
+- ``fit``: one *held-out run*: trained on every session but the held-out ones (the dataset's test
+  sessions), which are measured, each thresholded with the good-class offset chosen on the others.
 - ``crossval``: held-out runs over folds of sessions (out-of-fold figures over every session).
 - ``release``: the held-out run, then the run on every session with the offset chosen on all
   held-out frames folded in, exported: the one file to deploy, its metadata carrying the held-out
@@ -153,8 +153,8 @@ def _trainer(recipe: Recipe, out_dir: Path, data: WeldDataModule) -> pl.Trainer:
         logger=loggers,
         enable_checkpointing=False,  # the last epoch is the model; save_checkpoint writes it
         num_sanity_val_steps=0,
-        limit_val_batches=None if data.splits['val'] else 0,
-        # validation only draws the curves (nothing is selected on it): every fifth epoch is enough
+        # the curves are drawn on the held-out frames; nothing is selected on them
+        limit_val_batches=None if data.splits['val'] or data.splits['test'] else 0,
         check_val_every_n_epoch=5,
         # every fifth step, or once an epoch when an epoch is shorter (tiny datasets)
         log_every_n_steps=max(1, min(5, len(data.splits['train']) // int(data.hparams['batch_size']))),
@@ -246,31 +246,47 @@ def choose_offset(
     )
 
 
-def held_out_figures(run: Run, recipe: Recipe) -> dict[str, Any]:
-    """A held-out run's figures: offset chosen on its validation split, measured on its test split.
+def held_out_sessions(data: WeldDataModule) -> list[str]:
+    """The sessions a held-out run leaves out: the dataset's test sessions, and its validation ones
+    too when that is what it takes to have two (each is thresholded on the others)."""
+    sessions = data.sessions('test')
+    if len(sessions) < 2:
+        sessions = sorted(set(sessions) | set(data.sessions('val')))
+    return sessions
 
-    Also the arg-max on the test split, the offset chosen on validation and test frames together
-    (the estimate for a model of every session), and the probabilities behind them.
+
+def held_out_figures(run: Run, recipe: Recipe) -> dict[str, Any]:
+    """A held-out run's figures on its test split, each held-out session thresholded on the others.
+
+    ``test``: the held-out frames, each session's with the good-class offset chosen on the other
+    held-out sessions' predictions (nested: no frame is judged with an offset chosen on itself);
+    ``test_argmax``: the same frames with no offset; ``offset_for_all``: the offset chosen on every
+    held-out frame (the estimate for the model of every session); and the probabilities behind them.
     """
     names = run.model.class_names
-    split = {s: (predict(run.model, run.data.inputs(s)), run.data.labels(s)) for s in ('val', 'test')}
+    probabilities, labels = predict(run.model, run.data.inputs('test')), run.data.labels('test')
+    frame_sessions = np.array([frame['session'] for frame in run.data.splits['test']])
+    sessions = sorted(set(frame_sessions))
     figures: dict[str, Any] = {
-        'sessions': {s: run.data.sessions(s) for s in ('train', 'val', 'test')},
+        'sessions': {'train': run.data.sessions('train'), 'test': sessions},
         'dataset_digest': run.data.digest,
+        'probabilities': probabilities,
     }
-    if len(split['val'][1]):
-        figures['val_argmax'] = metrics_at(*split['val'], names)
-        validation = choose_offset(recipe, *split['val'], names)
-        figures['calibration'] = validation.as_dict()
-        if len(split['test'][1]):
-            figures['test_argmax'] = metrics_at(*split['test'], names)
-            figures['test'] = metrics_at(*split['test'], names, validation.good_logit_bias)
-    held = [part for part in split.values() if len(part[1])]
-    if held:
-        probabilities = np.concatenate([p for p, _ in held])
-        labels = np.concatenate([labels for _, labels in held])
-        figures['offset_for_all'] = choose_offset(recipe, probabilities, labels, names).as_dict()
-    figures['probabilities'] = {s: p for s, (p, _) in split.items()}
+    if len(sessions) < 2:
+        return figures
+    good = list(names).index(GOOD_CLASS)
+    log_probs = np.log(np.clip(probabilities.astype(np.float64), 1e-9, 1.0))
+    nested = np.zeros(len(labels), np.int64)
+    offsets = {}
+    for session in sessions:
+        mine = frame_sessions == session
+        offset = choose_offset(recipe, probabilities[~mine], labels[~mine], names).good_logit_bias
+        nested[mine] = decide(log_probs[mine], good, offset)
+        offsets[session] = offset
+    figures['test'] = classification_metrics(torch.from_numpy(nested), torch.from_numpy(labels), names)
+    figures['test_argmax'] = metrics_at(probabilities, labels, names)
+    figures['nested_offsets'] = offsets
+    figures['offset_for_all'] = choose_offset(recipe, probabilities, labels, names).as_dict()
     return figures
 
 

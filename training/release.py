@@ -4,9 +4,9 @@
     weld-train release data/weldsim -o weld.onnx            # or a dataset made by `weld-train convert`
 
 1. convert the sessions into a dataset (a dataset folder is used as it is);
-2. held-out run: the recipe trained on the dataset's training sessions; the good-class offset is
-   chosen on its validation sessions and the test sessions are measured at that offset (and the
-   board's rules on the same frames);
+2. held-out run: the recipe trained on every session but the dataset's test sessions, which are
+   measured, each with the good-class offset chosen on the others (and the board's rules on the
+   same frames);
 3. final run: the held-out run's network trained on, on every session (``--final_epochs`` epochs at
    a quarter of the peak learning rate), with the offset chosen on all of step 2's held-out frames
    folded in;
@@ -35,7 +35,15 @@ from training.convert import MANIFEST, convert
 from training.errors import TrainingError
 from training.export import export
 from training.fit import REPORT, default_out, held_out_run, held_out_summary, summary_lines, write_report
-from training.procedure import datamodule, fold_offset, quiet_lightning, save_checkpoint, set_threads, train
+from training.procedure import (
+    datamodule,
+    fold_offset,
+    held_out_sessions,
+    quiet_lightning,
+    save_checkpoint,
+    set_threads,
+    train,
+)
 from weld_core.errors import WeldError
 
 
@@ -66,14 +74,14 @@ def release(argv: Sequence[str] = ()) -> dict[str, Any]:
     else:
         dataset = work / 'dataset'
         print(convert(sources, dataset).summary(), file=sys.stderr)
-    split = datamodule(recipe, dataset).splits
-    if not split['val'] or not split['test']:
+    held = held_out_sessions(datamodule(recipe, dataset))
+    if len(held) < 2:
         raise ReleaseError(
-            f'{dataset}: its split has no validation or no test session, so nothing measures the '
-            'procedure; record more sessions (three or more) or convert with other split fractions'
+            f'{dataset}: its split holds out {held or "no session"}, and measuring the procedure takes '
+            'two held-out sessions (each thresholded on the other); record three sessions or more'
         )
-    print('release: held-out run (training sessions; offset on validation, figures on test)', file=sys.stderr)
-    held_out, figures = held_out_run(recipe, dataset, work / 'held_out')
+    print(f'release: held-out run (every session but {", ".join(held)})', file=sys.stderr)
+    held_out, figures = held_out_run(recipe, dataset, work / 'held_out', held)
     report = write_report(held_out, figures, work / 'held_out' / REPORT)
     offset = float(figures['offset_for_all']['good_logit_bias'])
     print(f'release: final run (every session; good-class offset {offset:+.1f})', file=sys.stderr)

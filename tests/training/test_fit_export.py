@@ -12,6 +12,7 @@ import yaml
 
 from tests.training.conftest import CLASSES, tiny_args
 from training.bpu import BpuBundle
+from training.calibrate import choose_good_bias
 from training.data import FrameStore, WeldDataModule
 from training.errors import ExportError
 from training.evaluate import evaluate, format_table
@@ -30,25 +31,37 @@ def test_fit_reports_held_out_figures_and_exports_a_verified_model(
     out = tmp_path / 'run'
     metrics = fit([str(tiny_dataset), *tiny_args(), f'--out={out}'])
     sessions = metrics['sessions']
-    assert len(sessions['train']) == len(sessions['val']) == len(sessions['test']) == 1
+    # one session trains; the test session and the validation one are held out (two are needed)
+    assert len(sessions['train']) == 1 and len(sessions['test']) == 2
     assert metrics['run']['train_sessions'] == sessions['train'] and metrics['run']['epochs'] == 2
-    # the offset is chosen on validation and the test split measured at it; the arg-max beside it
+    # each held-out session is thresholded with the offset chosen on the other's frames
+    data = WeldDataModule(
+        str(tiny_dataset), input_size=(24, 32), val_sessions=[], test_sessions=sessions['test']
+    )
     model, record = load_checkpoint(metrics['checkpoint'])
-    offset = metrics['calibration']['good_logit_bias']
-    assert record['good_logit_offset'] == offset
+    assert record['good_logit_offset'] == metrics['offset_for_all']['good_logit_bias']
     assert record['held_out']['test']['macro_recall'] == metrics['test']['macro_recall']
-    data_args = {'channels': ','.join(model.channels), 'input_size': (24, 32)}
-    data = WeldDataModule(str(tiny_dataset), **data_args)
-    folded = predict(model, data.inputs('test'))  # the checkpoint carries the offset in its weights
+    assert set(metrics['nested_offsets']) == set(sessions['test'])
+    folded = predict(model, data.inputs('test'))  # the checkpoint carries the offset for all
+    raw = np.log(folded)
+    raw[:, 0] -= record['good_logit_offset']  # back to the run's own logits (up to a constant)
+    sessions_of = np.array([f['session'] for f in data.splits['test']])
+    for session, offset in metrics['nested_offsets'].items():
+        mine = sessions_of == session
+        others = np.exp(raw[~mine]) / np.exp(raw[~mine]).sum(1, keepdims=True)
+        expected = choose_good_bias(others, data.labels('test')[~mine], model.class_names, 0.05, 0.8)
+        assert offset == pytest.approx(expected.good_logit_bias)
     assert (
-        metrics_at(folded, data.labels('test'), model.class_names)['confusion']
-        == metrics['test']['confusion']
+        metrics_at(np.exp(raw) / np.exp(raw).sum(1, keepdims=True), data.labels('test'), model.class_names)[
+            'confusion'
+        ]
+        == metrics['test_argmax']['confusion']
     )
     # the rules on the same frames, and the report's files
-    assert set(metrics['rules']) == {'val', 'test'} and metrics['rules']['test']['frames'] == 10
+    assert set(metrics['rules']) == {'test'} and metrics['rules']['test']['frames'] == 20
     report = out / 'report'
     assert json.loads((report / 'metrics.json').read_text())['test'] == metrics['test']
-    for name in ('confusion_test.png', 'confusion_val.png', 'curves.png'):
+    for name in ('confusion_test.png', 'curves.png'):
         assert (report / name).is_file(), name
     header = (out / 'metrics.csv').read_text().splitlines()[0]
     assert 'train/loss_epoch' in header

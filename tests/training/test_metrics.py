@@ -40,7 +40,7 @@ def test_summary_warns_about_a_class_not_learnt() -> None:
 def test_summary_sets_the_model_beside_the_rules_and_warns_when_they_win() -> None:
     lines = '\n'.join(summary_lines(_metrics(0.7, 0.6, {})))
     assert 'rules on the same frames: macro-recall 0.600, good-FPR 0.100' in lines
-    assert 'held-out test, offset chosen on validation: macro-recall 0.700' in lines
+    assert 'held out, each session thresholded on the others: macro-recall 0.700' in lines
     assert 'warning' not in lines
     lines = '\n'.join(summary_lines(_metrics(0.7, 0.75, {})))
     assert 'warning: the model does not beat the rule-based fallback on these frames' in lines
