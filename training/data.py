@@ -215,11 +215,6 @@ class WeldDataModule(pl.LightningDataModule):
         index = {name: i for i, name in enumerate(self.class_names)}
         return np.array([index[f['label']] for f in self.splits[split]], np.int64)
 
-    def class_prior(self) -> np.ndarray:
-        """Share of each class among the training frames (a class with none counts as one frame)."""
-        counts = np.maximum(np.bincount(self.labels('train'), minlength=len(self.class_names)), 1)
-        return counts / counts.sum()
-
     def setup(self, stage: str | None = None) -> None:
         for split in ('train', 'val', 'test'):
             if split not in self.tensors:

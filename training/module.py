@@ -28,7 +28,6 @@ class WeldClassifier(pl.LightningModule):
         class_names: classes in output order (set from the dataset).
         input_size: (height, width) the frames are resized to (set from ``data.input_size``).
         preprocess: preprocessing settings (set from ``data.preprocess``).
-        class_prior: share of each class among the training frames (set from the data).
         stem_width: channels of each stem (colour and depth), at input_size / patch.
         stage_widths: channels of the stages that follow the stems, each at half the resolution.
         patch: the stems' stride: a patch x patch projection (1: 3x3 convolutions, no stride).
@@ -39,9 +38,6 @@ class WeldClassifier(pl.LightningModule):
         warmup_epochs: epochs of linear warm-up from lr / 10 before the cosine decay to lr / 100.
         train_crop: (height, width) of the random training window; null trains on whole frames.
         transpose_p: share of training batches turned by 90 degrees (seams in every orientation).
-        logit_adjustment: tau of the logit-adjusted loss (the training logits get tau x log of the
-            class prior added, so the network's own logits score the classes as if they were
-            balanced: macro-recall rather than accuracy); 0: plain cross-entropy.
     """
 
     def __init__(
@@ -50,7 +46,6 @@ class WeldClassifier(pl.LightningModule):
         class_names: tuple[str, ...] = DEFAULT_CLASSES,
         input_size: tuple[int, int] = (240, 320),
         preprocess: dict[str, float] | None = None,
-        class_prior: tuple[float, ...] | None = None,
         stem_width: int = 12,
         stage_widths: tuple[int, ...] = (16, 32, 56, 96),
         patch: int = 2,
@@ -61,7 +56,6 @@ class WeldClassifier(pl.LightningModule):
         warmup_epochs: float = 1.0,
         train_crop: tuple[int, int] | None = (176, 240),
         transpose_p: float = 0.5,
-        logit_adjustment: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -71,10 +65,6 @@ class WeldClassifier(pl.LightningModule):
             self.channels, len(self.class_names), stem_width, tuple(stage_widths), patch, dropout
         )
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        prior = torch.tensor(class_prior or [1.0] * len(self.class_names), dtype=torch.float32)
-        self.register_buffer(
-            'loss_offset', logit_adjustment * torch.log(prior / prior.sum()), persistent=False
-        )
         self.augmenter = BatchAugmenter(
             make_preprocessor(self.channels, input_size, preprocess), AugmentConfig()
         )
@@ -112,7 +102,7 @@ class WeldClassifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(self.augmenter(self._crop_and_turn(x))) + self.loss_offset, y)
+        loss = self.loss(self(self.augmenter(self._crop_and_turn(x))), y)
         self.log('train/loss', loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
         return loss
 

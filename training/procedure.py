@@ -42,7 +42,7 @@ CHECKPOINT_FORMAT = 'weldvision-checkpoint-1'
 CONTINUED_LR_SHARE = 0.25
 HEADLINE = ('macro_recall', 'good_fpr', 'missed_defect_rate', 'accuracy', 'frames')
 # the WeldClassifier arguments the data decide (the rest come from the config's ``model`` section)
-LINKED_MODEL_ARGS = ('input_channels', 'class_names', 'input_size', 'preprocess', 'class_prior')
+LINKED_MODEL_ARGS = ('input_channels', 'class_names', 'input_size', 'preprocess')
 
 
 class CheckpointError(TrainingError, ValueError):
@@ -130,7 +130,6 @@ def build_model(recipe: Recipe, data: WeldDataModule) -> WeldClassifier:
         class_names=data.class_names,
         input_size=tuple(data.hparams['input_size']),
         preprocess=data.hparams['preprocess'],
-        class_prior=tuple(float(share) for share in data.class_prior()),
         **recipe.model,
     )
 
