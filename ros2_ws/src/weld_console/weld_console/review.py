@@ -209,12 +209,13 @@ class ReviewQueue:
         self.dropped_for_space = 0
 
     def load(self) -> list[str]:
-        """Read the queue left on disk; removes half-written items. Returns notes for the log."""
-        notes = []
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConsoleError(f'cannot create the review folder {self.folder}: {exc}') from exc
+        """Read the queue left on disk; removes half-written items. Returns notes for the log.
+
+        The folder itself is made by the first item queued, not here.
+        """
+        notes: list[str] = []
+        if not self.folder.is_dir():
+            return notes
         for entry in sorted(self.folder.iterdir()):
             if not entry.is_dir():
                 continue
@@ -354,8 +355,8 @@ class ReviewRecorder:
         self._lock = threading.Lock()
 
     def start(self) -> list[str]:
-        """Create the folder and recover a session a killed console left open (the labeler's recovery)."""
-        self.store.ensure()
+        """Recover a session a killed console left open (the labeler's recovery); the folder is made
+        by the first labelled frame."""
         return self.store.recover_all()
 
     def record(self, queue: ReviewQueue, item_id: str, label: str) -> SessionInfo:
