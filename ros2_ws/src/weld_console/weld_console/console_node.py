@@ -14,6 +14,7 @@ connect (:mod:`~weld_console.security`).
 import contextlib
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -290,7 +291,7 @@ class ConsoleNode(Node):
             lambda exc: self._warn(f'preview failed: {type(exc).__name__}: {exc}'),
         )
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix='console-disk')
-        self._disk_waiting = 0
+        self._disk_waiting: Counter[str] = Counter()
         self._preview_seq = 0
         self._labeler_id = '/' + values['labeler_node'].strip('/')
         self._inference_id = '/' + values['inference_node'].strip('/')
@@ -400,11 +401,14 @@ class ConsoleNode(Node):
 
     def _on_label(self, msg: DefectLabel) -> None:
         self.state.on_label(msg.session_id, msg.label)
-        pair = self.frames.get(stamp_to_ns(msg.header.stamp))
-        if pair is None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        pair = self.frames.get(stamp_ns)
+        if pair is None:  # the label came later than frame_buffer_pairs frames: listed without a picture
             self.state.count('captures_without_frame')
+            history = self.state.add_capture(Capture(stamp_ns, msg.label, msg.session_id, b''))
+            self.feed.publish('captures', {'items': history})
             return
-        self._on_disk(self._thumbnail, pair, msg.label, msg.session_id)
+        self._on_disk(self._thumbnail, self.values['capture_history'], pair, msg.label, msg.session_id)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -460,21 +464,22 @@ class ConsoleNode(Node):
         self.feed.publish(PREVIEW, pack_preview(header, preview.rgb_jpeg, preview.depth_jpeg))
         self.state.count('previews_sent')
 
-    def _on_disk(self, work: Callable[..., None], *args: Any) -> None:
-        """Run ``work`` in the disk thread, at most REVIEW_WRITES_WAITING waiting (else dropped, counted)."""
-        if self._disk_waiting >= REVIEW_WRITES_WAITING:
-            self.state.count('disk_jobs_dropped')
+    def _on_disk(self, work: Callable[..., None], limit: int, *args: Any) -> None:
+        """Run ``work`` in the disk thread, at most ``limit`` of its kind waiting (else dropped, counted)."""
+        kind = work.__name__
+        if self._disk_waiting[kind] >= limit:
+            self.state.count(f'{kind.strip("_")}_dropped')
             return
-        self._disk_waiting += 1
+        self._disk_waiting[kind] += 1
 
         def run() -> None:
             try:
                 work(*args)
             except Exception as exc:  # logged and counted; the next item is tried as usual
                 self.state.count('disk_job_errors')
-                self._warn(f'{work.__name__} failed: {type(exc).__name__}: {exc}')
+                self._warn(f'{kind} failed: {type(exc).__name__}: {exc}')
             finally:
-                self._disk_waiting -= 1
+                self._disk_waiting[kind] -= 1
 
         self._disk.submit(run)
 
@@ -488,7 +493,7 @@ class ConsoleNode(Node):
         if pair is None:
             self.state.count('review_without_frame')
             return
-        self._on_disk(self._store_review, item, pair)
+        self._on_disk(self._store_review, REVIEW_WRITES_WAITING, item, pair)
 
     def _store_review(self, item: ReviewItem, pair: RawPair) -> None:
         rgb, depth_m = self._decode(pair)

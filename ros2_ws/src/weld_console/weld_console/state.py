@@ -35,7 +35,9 @@ class Capture:
             'stamp_ns': self.stamp_ns,
             'label': self.label,
             'session_id': self.session_id,
-            'thumbnail': 'data:image/jpeg;base64,' + base64.b64encode(self.thumbnail_jpeg).decode('ascii'),
+            'thumbnail': 'data:image/jpeg;base64,' + base64.b64encode(self.thumbnail_jpeg).decode('ascii')
+            if self.thumbnail_jpeg
+            else '',
         }
 
 

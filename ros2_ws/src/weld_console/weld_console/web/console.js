@@ -9,7 +9,7 @@ let config = null;
 let token = sessionStorage.getItem('weldConsoleToken') || '';
 let currentTab = 'label';
 let reviewItems = [];
-let lastStatus = null;
+let lastModelId = null;
 let sessionsTimer = 0;
 
 function takeTokenFromAddress() {
@@ -140,7 +140,6 @@ function onMeasurements(message) {
 }
 
 function onStatus(status) {
-  lastStatus = status;
   const labeler = status.labeler;
   const inference = status.inference;
   $('labeler-heard').textContent = labeler.heard ? 'labeler ok' : 'labeler not heard';
@@ -155,6 +154,10 @@ function onStatus(status) {
   $('continuous-state').textContent = labeler.continuous_label
     ? `labelling every pair ${labeler.continuous_label}` : '';
   $('continuous').checked = Boolean(labeler.continuous_label);
+  if (inference.model_id !== lastModelId) {
+    lastModelId = inference.model_id; // the node switched models: the panel follows
+    if (currentTab === 'models') loadModels();
+  }
   const review = status.review;
   $('review-count').textContent = review.queued;
   $('review-session').textContent = review.open_session
@@ -165,8 +168,8 @@ function onCaptures(message) {
   $('captures').replaceChildren(...message.items.map((item) => {
     const figure = document.createElement('figure');
     const image = document.createElement('img');
-    image.src = item.thumbnail;
     image.alt = item.label;
+    if (item.thumbnail) image.src = item.thumbnail; // no picture when the frame was no longer buffered
     const caption = document.createElement('figcaption');
     caption.textContent = item.label;
     figure.append(image, caption);
