@@ -419,7 +419,7 @@ class ConsoleNode(Node):
                 self.state.on_inference(status.message, values)
 
     def _publish_status(self) -> None:
-        snapshot = self.state.snapshot()
+        snapshot = self.state.snapshot(captures=False)
         snapshot.pop('captures')
         snapshot['review'] = {
             'queued': len(self.review_queue),

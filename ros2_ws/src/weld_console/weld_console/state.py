@@ -111,7 +111,8 @@ class GraphState:
         except SessionError:
             return seen
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, captures: bool = True) -> dict[str, Any]:
+        """Everything for the page; ``captures=False`` leaves out the thumbnails (the periodic status)."""
         now = self._clock()
         with self._lock:
             labeler, inference = dict(self._labeler), dict(self._inference)
@@ -139,6 +140,6 @@ class GraphState:
                     'source_rules': int(inference.get('source_rules', '0') or 0),
                     'latency_ms_p50': inference.get('latency_ms_p50', ''),
                 },
-                'captures': [item.as_dict() for item in self._captures],
+                'captures': [item.as_dict() for item in self._captures] if captures else [],
                 'counters': dict(self.counters),
             }
