@@ -97,7 +97,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _web_file(name: str) -> bytes:
-    return resources.files('weld_console').joinpath('web', name).read_bytes()
+    return resources.files('weld_console').joinpath('web').joinpath(name).read_bytes()  # 3.10: one part
 
 
 class ConsoleServer:
