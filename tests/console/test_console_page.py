@@ -109,6 +109,15 @@ def test_live_view_updates_and_key_2_with_burst_5_records_5_porosity_pairs(
         download.value.save_as(archive)
         assert archive.name.endswith('.tar.gz') and archive.stat().st_size > 0
 
+        # continuous labelling from the page: on with a class key, off with the toggle
+        page.check('#continuous')
+        page.click('h3')
+        page.keyboard.press('4')
+        message(page, 'labelling every pair gap')
+        wait_until(lambda: 'labelling every pair gap' in page.inner_text('#continuous-state'), 20, 'the mode')
+        page.uncheck('#continuous')
+        message(page, 'continuous mode cleared (was gap)')
+
     (bag,) = [path for path in graph.sessions.iterdir() if path.name.endswith('plate7')]
     store = weld_typestore()
     frames, labels = [], []
@@ -198,10 +207,21 @@ def test_models_panel_upload_is_picked_up_and_an_invalid_upload_is_refused_with_
         page.click('button[data-tab=models]')
         wait_until(lambda: 'net-v1.onnx' in page.inner_text('#models'), 30, 'the models table')
         wait_until(lambda: first.model_id in page.inner_text('#model-running'), 30, 'the running model')
+        # a file copied in by other means that the node refuses: listed with the node's reason
+        (graph.models / 'copied.onnx').write_bytes(b'half a model')
+
+        def rejected_row() -> str:
+            page.click('button[data-tab=models]')  # reloads the panel
+            rows = page.locator('#models tr', has_text='copied.onnx')
+            return rows.inner_text() if rows.count() == 1 else ''
+
+        wait_until(lambda: 'rejected: ' in rejected_row(), 30, 'the rejected file and its reason')
+        assert 'ONNX Runtime cannot load it' in rejected_row()
+        (graph.models / 'copied.onnx').unlink()
 
         page.set_input_files('#upload-file', str(broken))
         page.click('#upload-form button')
-        refusal = message(page, 'broken.onnx')
+        refusal = message(page, 'broken.onnx: ')
         assert refusal == str(loader.value).replace(str(broken), 'broken.onnx')
         assert sorted(p.name for p in graph.models.iterdir() if not p.name.startswith('.')) == ['net-v1.onnx']
 

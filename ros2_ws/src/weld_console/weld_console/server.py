@@ -235,6 +235,8 @@ class ConsoleServer:
             response = _error(exc.status, str(exc))
         except WeldError as exc:  # the labeler's and weld_core's own errors: the operator's to fix
             response = _error(400, str(exc))
+        except OSError as exc:  # a full or read-only disk, a file removed meanwhile: say which
+            response = _error(500, f'{type(exc).__name__}: {exc}')
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
