@@ -327,7 +327,7 @@ class ConsoleNode(Node):
         host = self.server.settings.host
         shown = host if is_loopback(host) else '<board>' if host in ('0.0.0.0', '::') else host
         url = f'http://{"[" + shown + "]" if ":" in shown else shown}:{port}/'
-        needs = f'token in {self.values["token_file"]}' if self.token else 'no token (loopback only)'
+        needs = f'token in {self.values["token_file"]}' if self.token else 'loopback only, no token'
         self.get_logger().info(f'operator console at {url} ({needs})')
         return url
 
