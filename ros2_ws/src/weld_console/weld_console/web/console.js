@@ -470,7 +470,7 @@ async function start() {
     sessionStorage.setItem('weldConsoleToken', token);
     $('token-form').hidden = true;
     say('');
-    if (socket) socket.close();
+    if (socket && socket.readyState <= WebSocket.OPEN) socket.close(); // reconnects with the new token
     else connect();
     showTab(currentTab);
   });
