@@ -358,8 +358,10 @@ class ConsoleNode(Node):
         self._new_pairs(self.frames.add_depth(data))
 
     def _new_pairs(self, pairs: list[RawPair]) -> None:
-        if pairs and self.feed.viewers:
-            self.previewer.submit(pairs[-1])
+        if pairs:
+            self.state.count('pairs_received', len(pairs))
+            if self.feed.viewers:
+                self.previewer.submit(pairs[-1])
 
     def _on_result(self, msg: DefectResult) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)
