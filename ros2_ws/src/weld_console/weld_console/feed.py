@@ -86,7 +86,7 @@ class LiveFeed:
         with self._lock:
             self._latest[kind] = data
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if self._viewer_count and loop is not None and not loop.is_closed():  # no page: no wake-up
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
                 loop.call_soon_threadsafe(self._fan_out, kind, data)
 
