@@ -77,13 +77,14 @@ def depth_range_mm(depth_m: np.ndarray) -> tuple[float, float]:
 
 def colourise_depth(depth_m: np.ndarray, near_mm: float, far_mm: float) -> np.ndarray:
     """HxW metres -> HxWx3 BGR: TURBO from ``near_mm`` (blue) to ``far_mm`` (red), no data black."""
-    valid = np.isfinite(depth_m) & (depth_m > 0)
-    span = max(far_mm - near_mm, 1e-6)
-    scaled = (np.nan_to_num(depth_m, nan=0.0) * 1000.0 - near_mm) * (255.0 / span)
-    levels = np.clip(scaled, 0, 255).astype(np.uint8)
+    valid = ((depth_m > 0) & (depth_m < np.inf)).view(np.uint8)
+    span_mm = max(far_mm - near_mm, 1e-6)
+    # OpenCV's scale-and-saturate in one pass; clamping below at near first keeps its |x| harmless
+    levels = cv2.convertScaleAbs(
+        np.maximum(depth_m, near_mm / 1000.0), alpha=255.0 * 1000.0 / span_mm, beta=-255.0 * near_mm / span_mm
+    )
     coloured = cv2.applyColorMap(levels, _COLOUR_MAP)
-    coloured[~valid] = 0
-    return coloured
+    return cv2.bitwise_and(coloured, coloured, mask=valid)
 
 
 def legend_colours(steps: int = 9) -> list[str]:
