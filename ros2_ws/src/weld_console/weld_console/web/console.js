@@ -10,6 +10,7 @@ let token = sessionStorage.getItem('weldConsoleToken') || '';
 let currentTab = 'label';
 let reviewItems = [];
 let lastModelId = null;
+let lastActiveSession = null;
 let sessionsTimer = 0;
 
 function takeTokenFromAddress() {
@@ -122,21 +123,17 @@ function onResult(result) {
 }
 
 function onMeasurements(message) {
-  const rows = Object.entries(message.values).map(([key, value]) => {
-    const row = document.createElement('tr');
-    const name = document.createElement('td');
+  const cells = Object.entries(message.values).flatMap(([key, value]) => {
+    const name = document.createElement('span');
     name.textContent = key.replaceAll('_', ' ');
-    const cell = document.createElement('td');
+    const cell = document.createElement('span');
+    cell.className = 'value';
     cell.textContent = Number.isInteger(value) ? `${value}` : value.toFixed(2);
-    row.append(name, cell);
-    return row;
+    return [name, cell];
   });
-  const head = document.createElement('tr');
-  const title = document.createElement('th');
-  title.colSpan = 2;
+  const title = document.createElement('h4');
   title.textContent = `rules' measurements (rules say ${message.rules_label || '-'})`;
-  head.append(title);
-  $('measurements').replaceChildren(head, ...rows);
+  $('measurements').replaceChildren(title, ...cells);
 }
 
 function onStatus(status) {
@@ -148,6 +145,10 @@ function onStatus(status) {
     ? `inference: ${inference.model_id || 'rules only'}` : 'inference not heard';
   $('inference-heard').className = `pill ${inference.heard ? 'good' : 'bad'}`;
   $('active-session').textContent = labeler.active_session || 'none';
+  if (labeler.active_session !== lastActiveSession) {
+    lastActiveSession = labeler.active_session; // started or stopped here or elsewhere (weld-label)
+    scheduleSessions();
+  }
   const counts = Object.entries(labeler.active_counts || {}).map(([k, v]) => `${k} ${v}`).join(', ');
   $('active-counts').textContent = labeler.active_session
     ? `${labeler.session_pairs_recorded} pairs recorded${counts ? ` (${counts})` : ''}` : '';
@@ -167,9 +168,15 @@ function onStatus(status) {
 function onCaptures(message) {
   $('captures').replaceChildren(...message.items.map((item) => {
     const figure = document.createElement('figure');
-    const image = document.createElement('img');
-    image.alt = item.label;
-    if (item.thumbnail) image.src = item.thumbnail; // no picture when the frame was no longer buffered
+    // no picture when the label came after its frame had left the console's buffer
+    const image = document.createElement(item.thumbnail ? 'img' : 'div');
+    if (item.thumbnail) {
+      image.src = item.thumbnail;
+      image.alt = item.label;
+    } else {
+      image.className = 'nopicture';
+      image.textContent = 'no picture';
+    }
     const caption = document.createElement('figcaption');
     caption.textContent = item.label;
     figure.append(image, caption);
@@ -321,18 +328,25 @@ async function loadReview() {
   $('review-list').replaceChildren(...reviewItems.slice(0, 24).map((item) => {
     const figure = document.createElement('figure');
     const image = document.createElement('img');
-    image.alt = item.why;
+    image.alt = item.model_label;
+    image.title = item.why;
     loadAuthorisedImage(image, `/api/review/${item.item_id}/rgb.jpg`);
     const caption = document.createElement('figcaption');
-    caption.textContent = item.reasons.join('+');
+    caption.textContent = item.reasons.slice().sort().join(' + ');
     figure.append(image, caption);
     return figure;
   }));
 }
 
+const reviewImages = new Map(); // path -> object URL: a queued frame's pictures never change
+
 async function loadAuthorisedImage(image, path) {
-  const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-  if (response.ok) image.src = URL.createObjectURL(await response.blob());
+  if (!reviewImages.has(path)) {
+    const response = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    if (!response.ok) return;
+    reviewImages.set(path, URL.createObjectURL(await response.blob()));
+  }
+  image.src = reviewImages.get(path);
 }
 
 function showReviewItem() {
