@@ -5,9 +5,10 @@ Per repeat (``--repeats``, each with its own simulator seeds):
 1. the simulator renders a small labelled seed set (the data a first model was trained on), an
    unlabelled pool from the line (the frames the console would see), a validation set and a
    held-out test set (balanced classes; no session is in two of these);
-2. a first model is trained on the seed set (``python -m training.fit``, ``--threads 1``, at most
-   ``--epochs`` epochs) and exported (``training.export``); it and the rules judge every pool frame
-   through the runtime path (weld_inference's ModelRunner and RuleDetector);
+2. a first model is trained on the seed set (``python -m training.fit``: the default config,
+   ``--threads 1``, at most ``--epochs`` epochs, no retries) and exported (``training.export``); it
+   and the rules judge every pool frame through the runtime path (weld_inference's ModelRunner and
+   RuleDetector);
 3. ``--budget`` pool frames are labelled (with the simulator's ground truth, playing the operator):
    *queue*: the ones the console's review queue ranks first (weld_console.review: model-rules
    disagreements first, then the smallest top-2 margin); *random*: as many drawn at random;
@@ -50,7 +51,6 @@ from weld_labeler.recorder import BagRecorder, PairLabel  # noqa: E402
 
 CLASSES = list(DEFAULT_CLASSES)
 BASE_NS = 1_790_000_000_000_000_000
-FIT_CONFIG = REPO_ROOT / 'training' / 'configs' / 'default.yaml'
 
 
 def render(seed: int, count: int, balanced: bool) -> list[SimFrame]:
@@ -118,25 +118,18 @@ def run_step(step: str, arguments: Sequence[str], cwd: Path, log: Path) -> None:
 
 
 def train(name: str, sessions: Sequence[Path], work: Path, epochs: int, log: Path) -> dict[str, Any]:
-    """convert + fit (+ export): the model's test figures and its ONNX file."""
+    """convert + fit + export: the model's held-out test figures and its ONNX file."""
     dataset, run = work / f'{name}-data', work / f'{name}-run'
-    run.mkdir(parents=True)
-    run_step('convert', [*map(str, sessions), '-o', str(dataset), '--workers', '1', '--quiet'], run, log)
+    work.mkdir(parents=True, exist_ok=True)
+    run_step('convert', [*map(str, sessions), '-o', str(dataset), '--workers', '1', '--quiet'], work, log)
     fit_args = [
-        '--config', str(FIT_CONFIG), f'--data.dataset_dir={dataset}', '--data.val_sessions=[val]',
-        '--data.test_sessions=[test]', f'--trainer.max_epochs={epochs}', '--threads=1',
-        '--trainer.enable_progress_bar=false', '--data.progress=false',
+        str(dataset), '--out', str(run), '--val_sessions=[val]', '--test_sessions=[test]',
+        f'--trainer.max_epochs={epochs}', '--threads=1', '--retries=0',
     ]  # fmt: skip
-    run_step('fit', fit_args, run, log)
-    (report,) = run.glob('**/report/metrics.json')
-    metrics = json.loads(report.read_text())
+    run_step('fit', fit_args, work, log)
+    metrics = json.loads((run / 'report' / 'metrics.json').read_text())
     onnx = run / f'{name}.onnx'
-    run_step(
-        'export',
-        [str(run / metrics['best_checkpoint']), '-o', str(onnx), '--dataset', str(dataset)],
-        run,
-        log,
-    )
+    run_step('export', [metrics['checkpoint'], '-o', str(onnx), '--dataset', str(dataset)], work, log)
     return {'test': metrics['test'], 'onnx': onnx}
 
 
