@@ -1,5 +1,5 @@
 # weldvision on the board: ROS 2 Humble (Ubuntu 22.04, Python 3.10), the workspace built with colcon
-# (weld_interfaces, weld_core, camera, labeler, inference, bringup), its apt dependencies through
+# (weld_interfaces, weld_core, camera, labeler, inference, console, bringup), its apt dependencies through
 # rosdep from the package.xml files, and the pip-only libraries (requirements/board-pip*.txt) with
 # Ubuntu's numpy kept. Build context: the repository root. Runs as the non-root user weldvision.
 #   docker build -f docker/board.Dockerfile -t weldvision-board .

@@ -68,4 +68,7 @@ def test_scripts_demo_quick_deploys_a_new_model_that_the_live_node_answers_with(
     assert 'held-out test sessions' in output
     assert summary['rules_window']['results_scored'] >= QUICK.rules_results
     assert 0.0 <= live['model']['accuracy'] <= 1.0
-    assert summary['node_exit_codes'] == {'camera': 0, 'labeler': 0, 'inference': 0}
+    assert summary['node_exit_codes'] == {'camera': 0, 'labeler': 0, 'inference': 0, 'console': 0}
+    # the console ran in the demo and its address was printed
+    assert summary['console_url'].startswith('http://127.0.0.1:')
+    assert f'operator console: {summary["console_url"]}' in output

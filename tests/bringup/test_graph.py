@@ -19,19 +19,35 @@ def config_dir(tmp_path: Path) -> Path:
 
 def test_defaults_start_every_node_with_its_site_config_and_no_overrides(config_dir: Path) -> None:
     launches = graph.resolve({}, config_dir)
-    assert [launch.spec.key for launch in launches] == ['camera', 'labeler', 'inference']
-    assert [launch.spec.name for launch in launches] == ['weld_camera', 'weld_labeler', 'weld_inference']
+    assert [launch.spec.key for launch in launches] == ['camera', 'labeler', 'inference', 'console']
+    assert [launch.spec.name for launch in launches] == [
+        'weld_camera',
+        'weld_labeler',
+        'weld_inference',
+        'weld_console',
+    ]
     for launch in launches:
         assert launch.params_files == (config_dir / launch.spec.config,)
         assert launch.overrides == {}
 
 
-def test_each_argument_overrides_one_parameter_of_one_node(config_dir: Path) -> None:
-    arguments = {'source': 'replay', 'models_dir': '/tmp/m', 'recording_dir': '/tmp/s'}
+def test_each_argument_overrides_its_parameters_and_folders_stay_shared(config_dir: Path) -> None:
+    arguments = {
+        'source': 'replay',
+        'models_dir': '/tmp/m',
+        'recording_dir': '/tmp/s',
+        'console_host': '0.0.0.0',
+    }
     by_key = {launch.spec.key: launch for launch in graph.resolve(arguments, config_dir)}
     assert by_key['camera'].overrides == {'source': 'replay'}
     assert by_key['inference'].overrides == {'models_dir': '/tmp/m'}
     assert by_key['labeler'].overrides == {'recording_dir': '/tmp/s'}
+    # the console manages the inference node's models folder and reads the labeler's sessions
+    assert by_key['console'].overrides == {
+        'models_dir': '/tmp/m',
+        'recording_dir': '/tmp/s',
+        'host': '0.0.0.0',
+    }
 
 
 def test_node_selection_keeps_graph_order_and_rejects_unknown_or_empty(config_dir: Path) -> None:
@@ -79,8 +95,8 @@ def test_every_launch_argument_targets_a_declared_node() -> None:
     assert len(names) == len(set(names))
     for arg in graph.LAUNCH_ARGS:
         assert (arg.node is None) == (arg.parameter is None), arg
-        if arg.node is not None:
-            graph.node_spec(arg.node)
+        for node, _parameter in arg.targets():
+            graph.node_spec(node)
 
 
 def test_runner_command_layers_site_config_then_overrides(config_dir: Path, tmp_path: Path) -> None:

@@ -21,7 +21,11 @@ from weld_bringup import graph
 from weld_interfaces.msg import DefectLabel, DefectResult
 from weld_interfaces.srv import Capture
 
-LAYER = {'weld_camera': {'ros__parameters': {'rate_hz': 10.0, 'width': 320, 'height': 240, 'seed': 3}}}
+LAYER = {
+    'weld_camera': {'ros__parameters': {'rate_hz': 10.0, 'width': 320, 'height': 240, 'seed': 3}},
+    # any free port: other test runs on this machine may hold the site config's
+    'weld_console': {'ros__parameters': {'port': 0}},
+}
 
 
 class Runner:
@@ -129,8 +133,11 @@ def test_runner_brings_up_the_configured_graph_and_stops_it_cleanly(
         for spec in graph.NODES
     }
     expected_by_node['weld_camera'].update(LAYER['weld_camera']['ros__parameters'])
+    expected_by_node['weld_console'].update(LAYER['weld_console']['ros__parameters'])
     expected_by_node['weld_inference']['models_dir'] = str(models)
+    expected_by_node['weld_console']['models_dir'] = str(models)
     expected_by_node['weld_labeler']['recording_dir'] = str(sessions)
+    expected_by_node['weld_console']['recording_dir'] = str(sessions)
     for node_name, expected in expected_by_node.items():
         actual = _get_parameters(ros_node, node_name, sorted(expected))
         assert actual == expected, (
@@ -140,7 +147,7 @@ def test_runner_brings_up_the_configured_graph_and_stops_it_cleanly(
         assert re.search(rf'^\[{key}\] ', runner.output, re.MULTILINE), f'no prefixed output of {key}'
 
     pids = list(runner.node_pids().values())
-    assert len(pids) == 3
+    assert len(pids) == len(graph.NODES)
     for pid in pids:
         sockets = inet_sockets(pid)
         assert sockets, 'a node with no sockets is not on DDS'

@@ -16,6 +16,7 @@ from tests.conftest import fastdds_shm_files, held_shm_files
 from tests.inference.frames import weld_frame
 from tests.inference.harness import InferenceHarness, stamps_from
 from tests.inference.models import write_model
+from weld_core.classes import DEFAULT_CLASSES
 from weld_core.model_file import read_model_info
 from weld_core.stamps import stamp_to_ns
 
@@ -35,9 +36,12 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
     measurements: dict[int, dict[str, str]] = {}
     lock = threading.Lock()
 
+    rules_labels: dict[int, str] = {}
+
     def on_measurements(msg: DiagnosticArray) -> None:
         with lock:
             measurements[stamp_to_ns(msg.header.stamp)] = {kv.key: kv.value for kv in msg.status[0].values}
+            rules_labels[stamp_to_ns(msg.header.stamp)] = msg.status[0].message
 
     reliable = QoSProfile(depth=50, reliability=QoSReliabilityPolicy.RELIABLE)
     ros_node.node.create_subscription(DiagnosticArray, '/weld/rule_measurements', on_measurements, reliable)
@@ -67,6 +71,8 @@ def test_compressed_best_effort_with_measurements_and_rate_limit(
     )
     with lock:
         last = measurements[stamps[-1]]
+        # the status message is the rules' own label (the model answered these pairs)
+        assert all(rules_labels[stamp] in DEFAULT_CLASSES for stamp in stamps)
     plate_mm = float(last['plate_distance_mm'])
     assert float(last['mm_per_px']) == pytest.approx(plate_mm / 400.0, rel=0.02)
     assert float(last['bead_width_mm']) == pytest.approx(6.0 * 300.0 / 400.0, abs=1.2)

@@ -9,7 +9,15 @@ from catkin_pkg.package import parse_package
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC = REPO_ROOT / 'ros2_ws' / 'src'
-EXPECTED = {'weld_interfaces', 'weld_core', 'weld_camera', 'weld_labeler', 'weld_inference', 'weld_bringup'}
+EXPECTED = {
+    'weld_interfaces',
+    'weld_core',
+    'weld_camera',
+    'weld_labeler',
+    'weld_inference',
+    'weld_bringup',
+    'weld_console',
+}
 PACKAGES = sorted(path.parent for path in SRC.glob('*/package.xml'))
 
 

@@ -1,7 +1,8 @@
 """The whole weldvision loop on the simulator, in one command (``scripts/demo``, ``weld-demo``).
 
-1. graph up: camera (sim), labeler and inference with an empty models folder, started by the
-   runner from the declared graph; the rules answer every pair and are scored live;
+1. graph up: camera (sim), labeler, inference with an empty models folder and the operator console
+   (its address is printed: open it to watch the run), started by the runner from the declared
+   graph; the rules answer every pair and are scored live;
 2. capture: labelled sessions recorded through the labeler's services, the simulator's ground truth
    playing the operator (the camera is told which class to render, and a Capture asks for it);
    every label is checked against the ground truth of its pair; each session is exported (.tar.gz);
@@ -41,6 +42,7 @@ DEFECTS_TOPIC = '/weld/defects'
 LABELS_TOPIC = '/weld/labels'
 LABELER = '/weld_labeler'
 CAMERA = '/weld_camera'
+CONSOLE_LINE = 'operator console at '  # what weld_console logs once it listens, then the address
 # the rules and the model are scored on the frames of this simulator seed; captures use others
 EVALUATION_SEED = 7
 CAPTURE_SEED = 1000
@@ -325,7 +327,8 @@ class Demo:
         operator: Operator | None = None
         try:
             self.progress.begin(
-                'graph', 'graph up: camera (sim) + labeler + inference, no model yet -> rules answer'
+                'graph',
+                'graph up: camera (sim) + labeler + inference + console, no model yet -> rules answer',
             )
             runner.start()
             operator = Operator(self.domain_id)
@@ -367,15 +370,29 @@ class Demo:
             'recording_dir': str(self.recording_dir),
         }
         launches = graph.resolve(arguments, graph.config_dir())
+        extra = {
+            'labeler': {'export_dir': str(self.exports_dir)},
+            'console': {'export_dir': str(self.exports_dir), 'review_dir': str(self.run_dir / 'review')},
+        }
         launches = [
-            replace(launch, overrides={**launch.overrides, 'export_dir': str(self.exports_dir)})
-            if launch.spec.key == 'labeler'
-            else launch
+            replace(launch, overrides={**launch.overrides, **extra.get(launch.spec.key, {})})
             for launch in launches
         ]
         env = loopback_env(self.domain_id)
         env['PYTHONUNBUFFERED'] = '1'
         return GraphRunner(launches, env, self.run_dir / 'params', echo=None, log_dir=self.logs_dir)
+
+    def _console_url(self, runner: GraphRunner, timeout_s: float = 60.0) -> str:
+        """The console's address, from the line it logs once it listens (demo.yaml gives it any free port)."""
+        log = self.logs_dir / 'console.log'
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            text = log.read_text(errors='replace') if log.is_file() else ''
+            if CONSOLE_LINE in text:
+                return text.split(CONSOLE_LINE, 1)[1].split()[0]
+            self._check_nodes(runner)
+            time.sleep(0.1)
+        raise DemoError(f'the console did not say where it listens within {timeout_s:.0f} s (see {log})')
 
     def _check_nodes(self, runner: GraphRunner) -> None:
         ended = runner.exited()
@@ -386,6 +403,8 @@ class Demo:
             raise DemoError(f'node(s) ended unexpectedly:\n{details}')
 
     def _graph_up(self, runner: GraphRunner, operator: Operator) -> None:
+        self.summary['console_url'] = self._console_url(runner)
+        self.progress.say(f'operator console: {self.summary["console_url"]} (open it to watch the run)')
         operator.wait_for(lambda: bool(operator.scorer.truth), 60, 'the camera ground truth')
         self._check_nodes(runner)
         self.progress.say('camera publishing; waiting for the rules to answer')

@@ -37,13 +37,20 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class LaunchArg:
-    """A launch argument; ``node``/``parameter`` name the one parameter it overrides (if any)."""
+    """A launch argument; ``node``/``parameter`` name the parameter it overrides (if any), ``also``
+    further (node, parameter) pairs that must hold the same value (one folder seen by two nodes)."""
 
     name: str
     description: str
     default: str = ''
     node: str | None = None
     parameter: str | None = None
+    also: tuple[tuple[str, str], ...] = ()
+
+    def targets(self) -> tuple[tuple[str, str], ...]:
+        """Every (node key, parameter) this argument sets."""
+        first = ((self.node, self.parameter),) if self.node and self.parameter else ()
+        return (*first, *self.also)
 
 
 NODES: tuple[NodeSpec, ...] = (
@@ -58,6 +65,9 @@ NODES: tuple[NodeSpec, ...] = (
         'weld_inference.inference_node',
         'weld_inference',
         'inference.yaml',
+    ),
+    NodeSpec(
+        'console', 'weld_console', 'console_node', 'weld_console.console_node', 'weld_console', 'console.yaml'
     ),
 )
 NODE_KEYS: tuple[str, ...] = tuple(spec.key for spec in NODES)
@@ -82,15 +92,24 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     ),
     LaunchArg(
         'models_dir',
-        "folder the inference node loads ONNX models from and watches ('' = config/inference.yaml)",
+        'folder the inference node loads ONNX models from and watches, and the console manages '
+        "('' = config/inference.yaml, config/console.yaml)",
         node='inference',
         parameter='models_dir',
+        also=(('console', 'models_dir'),),
     ),
     LaunchArg(
         'recording_dir',
-        "folder the labeler records session bags into ('' = config/labeler.yaml)",
+        "folder the labeler records session bags into, and the console reads ('' = config/labeler.yaml)",
         node='labeler',
         parameter='recording_dir',
+        also=(('console', 'recording_dir'),),
+    ),
+    LaunchArg(
+        'console_host',
+        "address the operator console listens on: 127.0.0.1 or 0.0.0.0 (token) ('' = config/console.yaml)",
+        node='console',
+        parameter='host',
     ),
 )
 
@@ -159,9 +178,10 @@ def resolve(arguments: Mapping[str, str], config_dir: Path) -> list[NodeLaunch]:
         if not site_config.is_file():
             raise BringupError(f'site config {site_config} for node {spec.name} is missing')
         overrides = {
-            arg.parameter: values[arg.name]
+            parameter: values[arg.name]
             for arg in LAUNCH_ARGS
-            if arg.node == spec.key and arg.parameter and values[arg.name] != ''
+            for node, parameter in arg.targets()
+            if node == spec.key and values[arg.name] != ''
         }
         launches.append(NodeLaunch(spec, (site_config, *extra), overrides))
     return launches

@@ -151,12 +151,14 @@ class InferenceEngine:
 
     def measure(
         self, rgb: np.ndarray, depth_m: np.ndarray, intrinsics: Mapping[str, float] | None = None
-    ) -> dict[str, float]:
-        """The rules' measurements alone (for the operator when the model answered); {} if they fail."""
+    ) -> tuple[str, dict[str, float]]:
+        """The rules' label and measurements after a model answer (for the operator and the console's
+        model-versus-rules review); ('', {}) if they fail."""
         try:
-            return dict(self._rules(rgb, depth_m, **(intrinsics or {})).measurements)
+            answer = self._rules(rgb, depth_m, **(intrinsics or {}))
+            return answer.label, dict(answer.measurements)
         except Exception:  # measurements are an extra; the pair was already answered
-            return {}
+            return '', {}
 
     @staticmethod
     def _timed_infer(

@@ -30,7 +30,7 @@ from weld_core.errors import ImageFormatError, WeldError
 from weld_core.images import depth_m_from_msg, rgb_from_msg
 from weld_core.pairing import FramePair, FramePairer
 from weld_core.stamps import stamp_to_ns
-from weld_inference.engine import Decision, InferenceEngine
+from weld_inference.engine import InferenceEngine
 from weld_inference.model_manager import ModelManager
 from weld_inference.rules import RuleConfig, RuleDetector
 from weld_inference.stats import InferenceStats
@@ -326,18 +326,19 @@ class InferenceNode(Node):
             self.get_logger().warning(
                 f'rules answered: {decision.fallback_reason}', throttle_duration_sec=WARN_PERIOD_S
             )
-        measurements = decision.measurements
+        rules_label, measurements = decision.label, decision.measurements
         if not measurements and self._rules_on_every_pair:
-            measurements = self.engine.measure(rgb, depth_m, intrinsics)
+            rules_label, measurements = self.engine.measure(rgb, depth_m, intrinsics)
         if measurements:
-            self._publish_measurements(rgb_msg.header, decision, measurements)
+            self._publish_measurements(rgb_msg.header, rules_label, measurements)
 
-    def _publish_measurements(self, header: Any, decision: Decision, measurements: dict[str, float]) -> None:
+    def _publish_measurements(self, header: Any, rules_label: str, measurements: dict[str, float]) -> None:
+        """One status: message = the rules' label for the pair, values = their measurements."""
         self._last_measurements = measurements
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK,
             name=MEASUREMENT_STATUS,
-            message=decision.label,
+            message=rules_label,
             values=[KeyValue(key=key, value=f'{value:.4g}') for key, value in sorted(measurements.items())],
         )
         self.measurement_pub.publish(DiagnosticArray(header=header, status=[status]))
