@@ -1,6 +1,6 @@
 """Training benchmark on recorded sessions (default ../shared/datasets/weldsim); prints figures.
 
-    .venv/bin/python bench/bench_training.py [--data DIR] [--seeds 10] [--out /tmp/weld-bench] [-- OPTIONS]
+    .venv/bin/python bench/bench_training.py [--data DIR] [--seeds 10] [--jobs 1] [--out DIR] [-- OPTIONS]
 
 1. convert throughput (pairs/s) next to rosbags' plain read + decode of the same bags (one process,
    deserialise + decode colour and depth, nothing written), measured in this run;
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,12 @@ def main() -> int:
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA)
     parser.add_argument('--seeds', type=int, default=10, help='releases to run, with seeds 0, 1, ...')
     parser.add_argument('--out', type=Path, default=Path(tempfile.gettempdir()) / 'weld-bench')
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=1,
+        help='releases run at once, each with CPUs/jobs threads (wall times then include the sharing)',
+    )
     parser.add_argument('--skip-convert-bench', action='store_true')
     args = parser.parse_args(argv[: argv.index('--')] if '--' in argv else argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,17 +113,24 @@ def main() -> int:
     if not args.skip_convert_bench:
         print(f'  ratio convert / rosbags read+decode: {report.pairs_per_s / baseline:.2f}')
 
+    jobs = max(1, args.jobs)
+    if jobs > 1:
+        options = [f'--threads={max(1, (os.cpu_count() or 1) // jobs)}', *options]
+        print(f'{jobs} releases at once, each with {options[0]}')
     rows = []
-    for seed in range(args.seeds):
-        row = release_once(dataset, args.out, seed, options)
-        rows.append(row)
-        test = row['held_out']['test']
-        print(
-            f'seed {seed}: {row["seconds"]:.0f} s, '
-            f'held-out {test["macro_recall"]:.3f} / {test["good_fpr"]:.3f}'
-            + ('' if row['exit'] == 0 else f', FAILED: {row["error"]}'),
-            flush=True,
-        )
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(release_once, dataset, args.out, seed, options) for seed in range(args.seeds)]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            test = row['held_out']['test']
+            print(
+                f'seed {row["seed"]}: {row["seconds"]:.0f} s, '
+                f'held-out {test["macro_recall"]:.3f} / {test["good_fpr"]:.3f}'
+                + ('' if row['exit'] == 0 else f', FAILED: {row["error"]}'),
+                flush=True,
+            )
+    rows.sort(key=lambda row: row['seed'])
 
     print()
     names = list(rows[0]['held_out']['test']['per_class'])
