@@ -6,11 +6,12 @@
 2. capture: labelled sessions recorded through the labeler's services, the simulator's ground truth
    playing the operator (the camera is told which class to render, and a Capture asks for it);
    every label is checked against the ground truth of its pair; each session is exported (.tar.gz);
-3. desktop: ``training.convert`` -> ``training.fit`` -> ``training.export``, then
-   ``training.compare --rules``: the model and the rules on the held-out test sessions (the camera
-   is paused meanwhile so training has the CPU);
-4. deploy: the ONNX file is copied into the live node's models folder and picked up without a
-   restart; the model's live results are scored against the ground truth;
+3. desktop: ``weld-train release`` on the exports: a held-out run measured on sessions it did not
+   train on, next to the rules on the same frames, then the final run and the checked ONNX file
+   (the camera is paused meanwhile so training has the CPU);
+4. deploy: the file is placed in the live node's models folder as ``weld-deploy`` places it
+   (checked, sidecar, atomic rename) and picked up without a restart; the model's live results are
+   scored against the ground truth;
 5. summary: accuracy / macro-recall per answerer (rules, model), printed and written to
    ``<run>/summary.json``.
 
@@ -20,7 +21,6 @@ Everything a run makes lives in its run folder (``runs/demo-<time>/`` by default
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -61,17 +61,34 @@ class Plan:
     pairs_per_class: int  # per session
     rules_results: int  # live rules results scored before any model exists
     model_results: int  # live model results scored after the deployment
-    fit_args: tuple[str, ...] = ()  # options of `weld-train fit` over the default config
+    release_args: tuple[str, ...] = ()  # options of `weld-train release` over the default recipe
+    release_timeout_s: float = 900.0
 
 
-FULL = Plan('full', sessions=6, pairs_per_class=30, rules_results=300, model_results=300)
+FULL = Plan(
+    'full',
+    sessions=6,
+    pairs_per_class=30,
+    rules_results=300,
+    model_results=300,
+    release_args=('--trainer.max_epochs=40', '--final_epochs=10'),
+)
 QUICK = Plan(
     'quick',
     sessions=3,
     pairs_per_class=4,
     rules_results=20,
     model_results=20,
-    fit_args=('--trainer.max_epochs=1', '--retries=0'),
+    # a small input and net so that a few seconds of training learn every class of 60 pairs
+    release_args=(
+        '--data.input_size=[120, 160]',
+        '--data.batch_size=4',
+        '--model.train_crop=null',
+        '--trainer.max_epochs=30',
+        '--final_epochs=10',
+        '--retries=2',
+    ),
+    release_timeout_s=600.0,
 )
 
 
@@ -338,13 +355,13 @@ class Demo:
             )
             archives = self._capture(runner, operator)
             self.progress.begin(
-                'train', 'desktop: convert -> fit -> export (camera paused: the CPU is for training)'
+                'train', 'desktop: weld-train release (camera paused: the CPU is for training)'
             )
             operator.camera_transition('deactivate', 20)
             self._train(archives)
             self._show(operator, label='', seed=self.evaluation_seed, active=False)
             self.progress.begin(
-                'deploy', f'deploy: copy the model into {self.models_dir} (live node picks it up)'
+                'deploy', f'deploy: place the model in {self.models_dir} (the live node picks it up)'
             )
             model_id = self._deploy(runner, operator)
             self.progress.begin('evaluate', f'live: scoring {self.plan.model_results} model results')
@@ -538,35 +555,30 @@ class Demo:
         )
 
     def _train(self, archives: list[Path]) -> None:
-        self._desktop('convert', [*map(str, archives), '-o', str(self.dataset_dir)], 300)
-        manifest = json.loads((self.dataset_dir / 'manifest.json').read_text())
+        """``weld-train release`` on the exported sessions: held-out run, final run, checked ONNX file."""
+        work = self.train_dir / 'release'
+        arguments = [*map(str, archives), '-o', str(self.onnx_path), f'--work={work}']
+        arguments += self.plan.release_args
+        self._desktop('release', arguments, self.plan.release_timeout_s)
+        manifest = json.loads((work / 'dataset' / 'manifest.json').read_text())
         self.summary['dataset'] = {
             key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
         }
-        fit_dir = self.train_dir / 'fit'
-        self._desktop('fit', [str(self.dataset_dir), f'--out={fit_dir}', *self.plan.fit_args], 720)
-        report = fit_dir / 'report' / 'metrics.json'
-        if not report.is_file():
-            raise DemoError(f'training.fit wrote no {report}')
-        fit_metrics = json.loads(report.read_text())
-        checkpoint = Path(fit_metrics['checkpoint'])
-        self.summary['fit'] = {
-            key: fit_metrics.get(key) for key in ('checkpoint', 'run', 'test', 'test_argmax')
-        }
-        export_arguments = [str(checkpoint), '-o', str(self.onnx_path), '--dataset', str(self.dataset_dir)]
-        self._desktop('export', export_arguments, 300)
-        self._held_out()
+        report = work / 'held_out' / 'report' / 'metrics.json'
+        if not report.is_file() or not self.onnx_path.is_file():
+            raise DemoError(f'weld-train release wrote no {self.onnx_path} or {report}')
+        self._held_out(json.loads(report.read_text()))
 
-    def _held_out(self) -> None:
-        """The exported model and the rules on the fit's held-out test sessions: is it worth deploying?"""
-        table = self.train_dir / 'compare_test.json'
-        compare_arguments = [str(self.onnx_path), '--dataset', str(self.dataset_dir), '--split', 'test']
-        self._desktop('compare', [*compare_arguments, '--rules', '--json', str(table)], 300)
-        model, rules = json.loads(table.read_text())
+    def _held_out(self, report: dict[str, Any]) -> None:
+        """The release's held-out figures next to the rules on the same frames: is it worth deploying?"""
         keys = ('frames', 'macro_recall', 'good_fpr', 'missed_defect_rate')
+        model, rules = report['test'], report['rules']['test']
         self.summary['held_out'] = {
+            'sessions': report['sessions']['test'],
             'model': {key: model.get(key) for key in keys},
             'rules': {key: rules.get(key) for key in keys},
+            'model_recall_per_class': {name: row['recall'] for name, row in model['per_class'].items()},
+            'rules_recall_per_class': {name: row['recall'] for name, row in rules['per_class'].items()},
         }
         verdict = (
             'the model beats the rules'
@@ -574,24 +586,23 @@ class Demo:
             else 'the model does NOT beat the rules: on a line, keep the rules (deployed to show the loop)'
         )
         self.progress.say(
-            f'held-out test sessions, {model["frames"]} pairs: model macro-recall '
-            f'{model["macro_recall"]:.1%}, rules {rules["macro_recall"]:.1%}; {verdict}'
+            f'held-out sessions {", ".join(report["sessions"]["test"])}, {model["frames"]} pairs the model '
+            f'never trained on: model macro-recall {model["macro_recall"]:.1%} (good welds called '
+            f'defective {model["good_fpr"]:.1%}), rules {rules["macro_recall"]:.1%} '
+            f'({rules["good_fpr"]:.1%}); {verdict}'
         )
 
     def _deploy(self, runner: GraphRunner, operator: Operator) -> str:
-        from weld_core.model_file import read_model_info
+        from weld_core.model_store import install_model
 
-        info = read_model_info(self.onnx_path)
+        # checked with the node's loader, sidecar first, copied under a hidden name and renamed
+        installed = install_model(self.onnx_path, self.models_dir)
+        info = installed.info
         self.summary['model'] = {
             'model_id': info.model_id,
-            'path': str(self.onnx_path),
+            'path': str(installed.path),
             'validation_metrics': info.validation_metrics,
         }
-        # written under a hidden name and renamed: the node never sees half a file
-        partial = self.models_dir / f'.{self.onnx_path.name}.part'
-        shutil.copyfile(self.onnx_path, partial)
-        deployed = self.models_dir / self.onnx_path.name
-        os.replace(partial, deployed)
         deployed_at = time.monotonic()
         model = Answerer('model', info.model_id)
         try:
@@ -645,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog='weld-demo', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        '--quick', action='store_true', help='a short loop (few pairs, a few fit steps): for tests'
+        '--quick', action='store_true', help='a short loop (few pairs, a small quick recipe): for tests'
     )
     parser.add_argument('--run-dir', type=Path, default=None, help='run folder (default: runs/demo-<time>/)')
     parser.add_argument(
