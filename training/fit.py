@@ -123,7 +123,11 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
 
 def held_out_summary(figures: dict[str, Any]) -> dict[str, Any]:
     """The figures a model file records about the procedure that made it (headline, per-class recall)."""
-    summary: dict[str, Any] = {'sessions': figures['sessions'], 'dataset_digest': figures['dataset_digest']}
+    summary: dict[str, Any] = {
+        'sessions': figures['sessions'],
+        'dataset_digest': figures['dataset_digest'],
+        'dataset_version': figures['dataset_version'],
+    }
     for key in ('test', 'test_argmax'):
         if key in figures:
             summary[key] = headline(figures[key]) | {

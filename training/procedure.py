@@ -101,6 +101,7 @@ class Run:
             'train_sessions': self.data.sessions('train'),
             'train_frames': len(self.data.splits['train']),
             'dataset_digest': self.data.digest,
+            'dataset_version': self.data.version,
             'train': self.train,
             'train_weak_classes': self.weak,
             'attempts': self.attempts,
@@ -269,6 +270,7 @@ def held_out_figures(run: Run, recipe: Recipe) -> dict[str, Any]:
     figures: dict[str, Any] = {
         'sessions': {'train': run.data.sessions('train'), 'test': sessions},
         'dataset_digest': run.data.digest,
+        'dataset_version': run.data.version,
         'probabilities': probabilities,
     }
     if len(sessions) < 2:

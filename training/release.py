@@ -31,7 +31,8 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from training.config import parse, recipe_of, recipe_parser
-from training.convert import MANIFEST, convert
+from training.convert import convert
+from training.dataset import MANIFEST
 from training.errors import TrainingError
 from training.export import export
 from training.fit import REPORT, default_out, held_out_run, held_out_summary, summary_lines, write_report
