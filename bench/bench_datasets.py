@@ -165,7 +165,8 @@ def main() -> int:
     free = shutil.disk_usage(out).free
     print()
     print(
-        '| pairs | ingest pairs/s | disk per pair (arrays + records / cache) | fit peak RSS | s per epoch per 1k pairs |'
+        '| pairs | ingest pairs/s | disk per pair (arrays + records / cache) | fit peak RSS '
+        '| s per epoch per 1k pairs |'
     )
     print('|---|---|---|---|---|')
     base = rows[0]['peak_rss_mb']

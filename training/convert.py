@@ -607,6 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'convert: {exc}', file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: files are written under temporary names
+        print(f'convert: {exc}; the dataset in {args.out} is as it was before', file=sys.stderr)
+        return 2
     print(report.summary())
     if report.refused:
         print(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 import training.data
 from tests.training.bagmaker import make_frames, write_bag
@@ -77,3 +79,13 @@ def test_the_inputs_are_the_preprocessed_frames_read_back_from_disk(dataset: Pat
     np.testing.assert_array_equal(inputs[1], expected[1])
     np.testing.assert_array_equal(inputs[[2, 0]], expected[[2, 0]])
     assert not isinstance(inputs[:], np.memmap) and inputs.shape == expected.shape
+
+
+def test_loader_workers_read_the_same_inputs(dataset: Path) -> None:
+    data = _module(dataset)
+    data.setup()
+    with_workers = DataLoader(data.datasets['train'], batch_size=2, num_workers=2)
+    in_process = DataLoader(data.datasets['train'], batch_size=2, num_workers=0)
+    for (a, la), (b, lb) in zip(with_workers, in_process, strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(la, lb)

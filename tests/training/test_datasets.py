@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+import training.dataset
 from tests.training.bagmaker import make_frames, write_bag
 from tests.training.conftest import CLASSES, tiny_args
 from training.config import parse, recipe_of, recipe_parser
@@ -85,6 +86,32 @@ def test_a_conflicting_session_is_refused_and_nothing_stored_changes(tmp_path: P
         convert([tmp_path / 'relabelled'], ds, progress=False, workers=1, size=(24, 32))
 
 
+def test_a_full_disk_while_adding_keeps_the_dataset_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = tmp_path / 'ds'
+    convert(bags(tmp_path, 3), ds, progress=False, workers=1)
+    manifest = (ds / 'manifest.json').read_bytes()
+    write = training.dataset.write_json_atomic
+
+    def full_at_the_version(path: Path, *args: object, **kwargs: object) -> None:
+        if path.parent.name == VERSIONS:
+            raise OSError(28, 'No space left on device')
+        write(path, *args, **kwargs)
+
+    monkeypatch.setattr(training.dataset, 'write_json_atomic', full_at_the_version)
+    new = bags(tmp_path, 1, first=3)
+    assert convert_main([str(new[0]), '-o', str(ds), '--quiet', '--workers', '1']) == 2
+    assert 'No space left' in capsys.readouterr().err
+    assert (ds / 'manifest.json').read_bytes() == manifest and [
+        p.name for p in (ds / VERSIONS).iterdir()
+    ] == ['v0001.json']
+    assert not [p for p in ds.rglob('*') if '.tmp' in p.name]
+    monkeypatch.setattr(training.dataset, 'write_json_atomic', write)
+    again = convert(new, ds, progress=False, workers=1)  # the session was not taken as stored
+    assert again.version == 'v0002' and again.added_frames == 10
+
+
 def test_remove_versions_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ds = tmp_path / 'ds'
     convert(bags(tmp_path, 4), ds, progress=False, workers=1)
@@ -107,7 +134,7 @@ def test_remove_versions_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture
     assert result['bags'] == ['bag2'] and not (ds / 'arrays' / 'bag2_rgb.npy').exists()
     current = FrameStore(ds)
     assert len(current.frames) == 40 and all(current.pair(f) for f in current.frames[::10])
-    with pytest.raises(DatasetError, match="no dataset version 'v0001'.*pruned"):
+    with pytest.raises(DatasetError, match=r"no dataset version 'v0001'.*pruned"):
         FrameStore(ds, 'v0001')
     assert dataset_main(['remove', str(ds), 'nope']) == 2
     assert sorted(p.name for p in (ds / VERSIONS).iterdir()) == ['v0002.json', 'v0003.json']
