@@ -42,6 +42,7 @@ from training.dataset import (
     BAGS,
     MANIFEST,
     build_version,
+    changing,
     commit,
     load_manifest,
     next_version_name,
@@ -445,6 +446,39 @@ def convert(
     if not sources:
         raise BagError('no sources given: pass bag directories, folders of bags or .tar.gz sessions')
     root = Path(out_dir)
+    with changing(root):
+        return _convert_into(
+            root,
+            sources,
+            classes,
+            size,
+            val_fraction,
+            test_fraction,
+            seed,
+            slop_ns,
+            workers,
+            rgb_topic,
+            depth_topic,
+            progress,
+            start,
+        )
+
+
+def _convert_into(
+    root: Path,
+    sources: Sequence[str | Path],
+    classes: tuple[str, ...],
+    size: tuple[int, int] | None,
+    val_fraction: float | None,
+    test_fraction: float | None,
+    seed: int | None,
+    slop_ns: int,
+    workers: int | None,
+    rgb_topic: str | None,
+    depth_topic: str | None,
+    progress: bool,
+    start: float,
+) -> ConvertReport:
     previous = load_manifest(root) | {'root': str(root)} if (root / MANIFEST).is_file() else None
     size, split = _settings(
         previous, classes, size, {'seed': seed, 'val_fraction': val_fraction, 'test_fraction': test_fraction}

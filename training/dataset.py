@@ -21,6 +21,8 @@ test shares the split settings ask for. Every file is written under a temporary 
 """
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ ARRAYS = 'arrays'
 BAGS = 'bags'
 VERSIONS = 'versions'
 CACHE = 'cache'
+LOCK = '.lock'
 FORMAT = 2
 
 
@@ -63,6 +66,25 @@ def write_json_atomic(path: Path, data: Any, exclusive: bool = False) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
         raise
+
+
+@contextlib.contextmanager
+def changing(root: Path) -> Iterator[None]:
+    """Held while a command changes the dataset (convert, remove, prune): one at a time, so no
+    version is built on a state another command is changing. The kernel lets go if a process dies."""
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / LOCK, 'a') as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise DatasetError(
+                f'{root}: another weld-train command is changing this dataset (convert, remove or '
+                'prune); run this one when it has finished'
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_json(path: Path, what: str) -> Any:
@@ -364,6 +386,12 @@ def load_manifest(dataset_dir: str | Path, version: str | None = None) -> dict[s
 def remove_sessions(dataset_dir: str | Path, sessions: Sequence[str]) -> dict[str, Any]:
     """A new version without ``sessions`` (their bags stay stored for the versions that hold them)."""
     root = Path(dataset_dir)
+    load_manifest(root)  # a clear error for a folder that is no dataset, before any lock file
+    with changing(root):
+        return _remove_sessions(root, sessions)
+
+
+def _remove_sessions(root: Path, sessions: Sequence[str]) -> dict[str, Any]:
     current = load_manifest(root)
     held = {frame['session'] for frame in current['frames']}
     unknown = sorted(set(sessions) - held)
@@ -401,6 +429,12 @@ def prune(dataset_dir: str | Path, names: Sequence[str]) -> dict[str, Any]:
     """Drop the frozen versions ``names`` (never the current one), then every bag, array and cache
     no remaining version uses. Returns what went and the bytes freed."""
     root = Path(dataset_dir)
+    load_manifest(root)
+    with changing(root):
+        return _prune(root, names)
+
+
+def _prune(root: Path, names: Sequence[str]) -> dict[str, Any]:
     current = load_manifest(root)['name']
     for name in names:
         read_version(root, name)  # unknown names fail before anything is removed

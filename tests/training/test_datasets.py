@@ -112,6 +112,17 @@ def test_a_full_disk_while_adding_keeps_the_dataset_as_it_was(
     assert again.version == 'v0002' and again.added_frames == 10
 
 
+def test_one_command_changes_a_dataset_at_a_time(tmp_path: Path) -> None:
+    ds = tmp_path / 'ds'
+    convert(bags(tmp_path, 3), ds, progress=False, workers=1)
+    with training.dataset.changing(ds):  # as if another process were converting into it
+        with pytest.raises(DatasetError, match='another weld-train command'):
+            convert(bags(tmp_path, 1, first=3), ds, progress=False, workers=1)
+        with pytest.raises(DatasetError, match='another weld-train command'):
+            remove_sessions(ds, ['s0'])
+    assert convert(bags(tmp_path, 1, first=3), ds, progress=False, workers=1).version == 'v0002'
+
+
 def test_remove_versions_and_prune(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ds = tmp_path / 'ds'
     convert(bags(tmp_path, 4), ds, progress=False, workers=1)
