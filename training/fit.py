@@ -112,6 +112,8 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
     quiet_lightning()
     out = Path(config.out) if config.out else default_out('fit')
     run, figures = held_out_run(recipe, config.dataset, out, config.test_sessions)
+    if run.rank:  # DDP: the other processes trained beside rank 0, which alone writes and reports
+        return {}
     offset = float(figures['offset_for_all']['good_logit_bias'])
     fold_offset(run.model, offset)
     record = {'run': run.record(), 'good_logit_offset': offset, 'held_out': held_out_summary(figures)}
@@ -176,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'fit: {exc}', file=sys.stderr)
         return 2
+    if not metrics:  # a DDP process other than rank 0
+        return 0
     print('\n'.join([*summary_lines(metrics), f'checkpoint: {metrics["checkpoint"]}']))
     return 0
 

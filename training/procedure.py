@@ -91,6 +91,7 @@ class Run:
     train: dict[str, Any]  # headline figures on its own training frames
     weak: dict[str, float]  # classes not learnt (recall on its own training frames under 0.4)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # the process's rank under DDP (--trainer.devices N); rank 0 alone writes files
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint and a report say about the run."""
@@ -212,6 +213,7 @@ def train_once(
         log_dir=out_dir,
         train=headline(train),
         weak=weak_classes(train),
+        rank=trainer.global_rank,
     )
 
 

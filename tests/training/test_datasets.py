@@ -202,3 +202,9 @@ def test_the_loaders_work_under_ddp_with_two_cpu_processes(tiny_dataset: Path, t
     assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == ranks[0]['train_frames']
     assert ranks[0]['steps'] == ranks[1]['steps'] == 2
     assert ranks[0]['weights'] == pytest.approx(ranks[1]['weights'])  # DDP kept the copies equal
+    # and `weld-train fit --trainer.devices 2`: both processes train, rank 0 alone writes and reports
+    command = [sys.executable, '-m', 'training.cli', 'fit', str(tiny_dataset), *tiny_args(), '--retries=0']
+    command += ['--trainer.devices=2', '--trainer.accelerator=cpu', f'--out={tmp_path / "fit"}']
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count('checkpoint:') == 1 and (tmp_path / 'fit' / 'model.ckpt').is_file()
