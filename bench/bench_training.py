@@ -16,6 +16,7 @@ figures, it does not pass or fail.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,7 @@ def main() -> int:
         pairs, seconds = rosbags_read_decode(args.data)
         baseline = pairs / seconds
         print(f'rosbags read + decode: {pairs} pairs in {seconds:.2f} s = {baseline:.0f} pairs/s (1 process)')
+    shutil.rmtree(dataset, ignore_errors=True)  # a whole conversion is timed, not an add to a previous run's
     report = convert([args.data], dataset, progress=False)
     print(
         f'weld-train convert:    {report.frames} labelled pairs in {report.seconds:.2f} s = '

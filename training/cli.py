@@ -1,7 +1,8 @@
 """``weld-train``: the training commands, one subcommand each.
 
     weld-train release SESSIONS... -o model.onnx    the model to deploy (held-out run, final run, export)
-    weld-train convert SESSIONS... -o DATASET       recorded sessions -> a dataset folder
+    weld-train convert SESSIONS... -o DATASET       recorded sessions -> a dataset folder (or into one)
+    weld-train dataset versions DATASET             a dataset's frozen versions (also: remove, prune)
     weld-train fit DATASET                          one held-out run of a config, with a report
     weld-train crossval DATASET --folds 4           held-out figures over folds of sessions
     weld-train export CHECKPOINT -o model.onnx --dataset DATASET
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 
 COMMANDS = {
     'release': 'the model to deploy: convert, held-out run, final run, export',
-    'convert': 'recorded sessions -> a dataset folder',
+    'convert': 'recorded sessions -> a dataset folder, or the new ones into it',
+    'dataset': "a dataset's frozen versions; remove sessions; prune old versions",
     'fit': 'one held-out run of a config, with a report (experiments)',
     'crossval': 'held-out figures of the procedure over folds of sessions',
     'export': 'a checkpoint -> ONNX with its sidecar, parity-checked',

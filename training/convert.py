@@ -1,13 +1,19 @@
 """``weld-train convert``: recorded sessions -> a dataset folder training reads directly.
 
-Output folder:
-- ``arrays/<bag>_rgb.npy`` (N x H x W x 3 uint8 RGB) and ``arrays/<bag>_depth.npy`` (N x H x W
-  float32 metres, 0 = no data): decoded once, so training never decodes a JPEG or PNG again;
-- ``manifest.json``: one entry per labelled frame pair (source bag, stamp, label, session, split,
-  array row), counts per class and per session, what was skipped and why, the split settings,
-  each bag's camera intrinsics (from its first CameraInfo, in the pixels of the stored arrays;
-  null when the bag has none), and ``digest``: a sha256 over every frame's identity, label and
-  recorded bytes.
+    weld-train convert sessions/*.tar.gz -o data/line3       # a new dataset, or new sessions into it
+
+Each bag's labelled frame pairs are decoded once into ``arrays/<key>_rgb.npy`` (N x H x W x 3 uint8
+RGB) and ``arrays/<key>_depth.npy`` (N x H x W float32 metres, 0 = no data), so training never
+decodes a JPEG or PNG again; its frames (source bag, stamp, label, session, array row, sha256 of
+the recorded bytes), camera intrinsics (from its first CameraInfo, in the pixels of the stored
+arrays; null when the bag has none) and what was skipped and why go to ``bags/<key>.json``; a new
+frozen version of the dataset lists it (training.dataset: layout, versions, removal).
+
+Converting into an existing dataset adds only what it does not hold, recognised by content, not
+by name: a bag whose files or frames are stored already is skipped (before decoding, when its
+files are the same), and one whose frames clash with stored ones (a session's stamps with other
+content or labels, or recorded bytes stored with another label) is refused with the reason. Nothing
+stored is rewritten; the class list, size and split settings are the dataset's own.
 
 Bags are read in two passes: the labels first (small), then only the labelled frame pairs are
 decoded, so a long unlabelled recording costs reading time but no decoding. Bags are converted in
@@ -16,14 +22,13 @@ parallel worker processes. Nothing that can be decoded is lost because a neighbo
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +37,20 @@ import numpy as np
 from tqdm import tqdm
 
 from training.bags import choose_topics, open_reader, opened_sources
+from training.dataset import (
+    ARRAYS,
+    BAGS,
+    MANIFEST,
+    build_version,
+    changing,
+    commit,
+    load_manifest,
+    next_version_name,
+    read_bag,
+    save_array,
+    write_json_atomic,
+)
 from training.errors import BagError, DatasetError
-from training.splits import split_frames_in_time, split_sessions
 from weld_core.bag_types import CAMERA_INFO, weld_typestore
 from weld_core.classes import DEFAULT_CLASSES, check_class_list
 from weld_core.errors import WeldError
@@ -41,9 +58,7 @@ from weld_core.images import depth_m_from_msg, rgb_from_msg
 from weld_core.pairing import DEFAULT_SLOP_NS, FramePairer
 from weld_core.stamps import stamp_to_ns
 
-MANIFEST = 'manifest.json'
-ARRAYS = 'arrays'
-MANIFEST_VERSION = 1
+DEFAULT_SPLIT = {'seed': 0, 'val_fraction': 0.15, 'test_fraction': 0.25}
 
 
 @dataclass
@@ -51,6 +66,7 @@ class BagResult:
     origin: str
     bag: str
     key: str
+    file_sha256: str = ''
     frames: list[dict[str, Any]] = field(default_factory=list)
     unlabelled: int = 0
     duplicates: int = 0
@@ -68,7 +84,12 @@ class BagResult:
 @dataclass
 class ConvertReport:
     out_dir: Path
-    frames: int
+    version: str  # the dataset's version after this conversion
+    frames: int  # frame pairs of that version
+    added_frames: int
+    added: list[str]  # keys of the bags stored by this conversion
+    skipped_bags: list[dict[str, str]]  # held already (same files or frames): bag, reason
+    refused: list[dict[str, str]]  # frames clash with stored ones: bag, reason
     per_class: dict[str, int]
     per_session: dict[str, dict[str, int]]
     per_split: dict[str, dict[str, int]]
@@ -83,23 +104,25 @@ class ConvertReport:
 
     @property
     def pairs_per_s(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        return self.added_frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         lines = [
-            f'{self.frames} labelled frame pairs -> {self.out_dir} in {self.seconds:.1f} s '
-            f'({self.pairs_per_s:.0f} pairs/s); digest {self.digest[:16]}'
+            f'{self.added_frames} labelled frame pairs added ({len(self.added)} bags) -> {self.out_dir} '
+            f'in {self.seconds:.1f} s ({self.pairs_per_s:.0f} pairs/s); version {self.version}: '
+            f'{self.frames} pairs, digest {self.digest[:16]}'
         ]
+        lines.extend(f'  skipped {item["bag"]}: {item["reason"]}' for item in self.skipped_bags)
+        lines.extend(f'  refused {item["bag"]}: {item["reason"]}' for item in self.refused)
         lines.append('per class: ' + ', '.join(f'{k} {v}' for k, v in self.per_class.items()))
         for session, counts in self.per_session.items():
             lines.append(f'  session {session}: ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
         for split, counts in self.per_split.items():
             lines.append(f'  split {split}: ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
         lines.append(
-            f'unlabelled {self.unlabelled}, duplicates (stamp or content) {self.duplicates}, '
-            f'unpaired {self.unpaired}, '
-            f'undecodable/skipped {len(self.skipped)}, failed bags {len(self.failed_bags)} '
-            f'(split mode: {self.split_mode})'
+            f'of the added bags: unlabelled {self.unlabelled}, duplicates (stamp or content) '
+            f'{self.duplicates}, unpaired {self.unpaired}, undecodable/skipped {len(self.skipped)}, '
+            f'failed bags {len(self.failed_bags)} (split mode: {self.split_mode})'
         )
         reasons = Counter(item['reason'].split(':')[0] for item in self.skipped)
         lines.extend(f'  skipped {n}x: {reason}' for reason, n in reasons.most_common(10))
@@ -175,10 +198,11 @@ def convert_bag(
     slop_ns: int,
     rgb_topic: str | None = None,
     depth_topic: str | None = None,
+    file_sha256: str = '',
 ) -> BagResult:
     """Convert one bag directory; never raises for bad content (it lands in the result)."""
     start = time.perf_counter()
-    result = BagResult(origin=origin, bag=bag_dir, key=key)
+    result = BagResult(origin=origin, bag=bag_dir, key=key, file_sha256=file_sha256)
     store = weld_typestore()
     labels: dict[int, tuple[str, str]] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -304,8 +328,8 @@ def convert_bag(
         reader.close()
     if result.frames:
         count = len(result.frames)
-        np.save(Path(arrays_dir) / f'{key}_rgb.npy', arrays['rgb'][:count])
-        np.save(Path(arrays_dir) / f'{key}_depth.npy', arrays['depth'][:count])
+        save_array(Path(arrays_dir) / f'{key}_rgb.npy', arrays['rgb'][:count])
+        save_array(Path(arrays_dir) / f'{key}_depth.npy', arrays['depth'][:count])
         digest = hashlib.sha256()
         for frame in result.frames:
             digest.update(frame['sha256'].encode())
@@ -314,15 +338,90 @@ def convert_bag(
     return result
 
 
-def _dataset_digest(frames: list[dict[str, Any]], array_hashes: dict[str, str]) -> str:
+def _files_sha256(bag_dir: Path) -> str:
+    """sha256 of a bag directory's files (names and bytes): the same recording, skipped undecoded."""
     digest = hashlib.sha256()
-    for key in sorted(array_hashes):
-        digest.update(f'{key}:{array_hashes[key]}\n'.encode())
-    for frame in frames:
-        digest.update(
-            f'{frame["array"]}:{frame["row"]}:{frame["session"]}:{frame["stamp_ns"]}:{frame["label"]}\n'.encode()
-        )
+    for path in sorted(p for p in bag_dir.rglob('*') if p.is_file()):
+        digest.update(f'{path.relative_to(bag_dir)}\n'.encode())
+        with open(path, 'rb') as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
+
+
+def _bag_record(result: BagResult) -> dict[str, Any]:
+    """What ``bags/<key>.json`` keeps of a converted bag; ``digest`` covers every frame's session,
+    stamp, label and recorded bytes (the same content from another recording form digests the same)."""
+    digest = hashlib.sha256()
+    for frame in sorted(result.frames, key=lambda f: (f['session'], f['stamp_ns'])):
+        digest.update(f'{frame["session"]}:{frame["stamp_ns"]}:{frame["label"]}:{frame["sha256"]}\n'.encode())
+    counts = {
+        name: getattr(result, name)
+        for name in ('unlabelled', 'duplicates', 'relabelled', 'unpaired', 'labels_without_frame')
+    }
+    return {
+        'key': result.key,
+        'origin': result.origin,
+        'bag': result.bag,
+        'digest': digest.hexdigest(),
+        'file_sha256': result.file_sha256,
+        'array_sha256': result.array_sha256,
+        'intrinsics': result.intrinsics,
+        'counts': counts,
+        'seconds': round(result.seconds, 2),
+        'error': result.error,
+        'skipped': result.skipped,
+        'frames': result.frames,
+    }
+
+
+def _conflict(
+    record: dict[str, Any],
+    identities: dict[tuple[str, int], str],
+    contents: dict[str, tuple[str, str]],
+) -> str | None:
+    """Why ``record`` cannot join frames already held (None: it can)."""
+    for frame in record['frames']:
+        held = identities.get((frame['session'], frame['stamp_ns']))
+        if held is not None:
+            return (
+                f'session {frame["session"]} at stamp {frame["stamp_ns"]} is stored from bag {held} with '
+                'other content or labels (relabelled or re-recorded?): remove the stored session first '
+                f'(weld-train dataset remove DATASET {frame["session"]}) to replace it'
+            )
+        label, key = contents.get(frame['sha256'], (frame['label'], ''))
+        if label != frame['label']:
+            return (
+                f'the frame at stamp {frame["stamp_ns"]} has the recorded bytes of a frame of bag {key} '
+                f'labelled {label!r}, here {frame["label"]!r}: one of the two labels is wrong'
+            )
+    return None
+
+
+def _settings(
+    previous: dict[str, Any] | None,
+    classes: Sequence[str],
+    size: tuple[int, int] | None,
+    split: dict[str, float | int | None],
+) -> tuple[tuple[int, int] | None, dict[str, Any]]:
+    """The size and split settings to convert with: a new dataset's from the arguments (defaults for
+    None), an existing one's own (an argument that differs is refused: nothing is stored twice)."""
+    if previous is None:
+        return size, {k: DEFAULT_SPLIT[k] if v is None else v for k, v in split.items()}
+    stored_size = tuple(previous['size']) if previous['size'] else None
+    stored_split = {k: previous['split'][k] for k in DEFAULT_SPLIT}
+    differs = []
+    if list(classes) != list(previous['classes']):
+        differs.append(f'classes {",".join(previous["classes"])}')
+    if size is not None and tuple(size) != stored_size:
+        differs.append(f'size {stored_size}')
+    differs += [f'{k} {stored_split[k]}' for k, v in split.items() if v is not None and v != stored_split[k]]
+    if differs:
+        raise DatasetError(
+            f'{previous["root"]}: the dataset was made with {", ".join(differs)}; convert with its settings, '
+            'or into a new folder'
+        )
+    return stored_size, stored_split
 
 
 def convert(
@@ -330,135 +429,169 @@ def convert(
     out_dir: str | Path,
     classes: Sequence[str] = DEFAULT_CLASSES,
     size: tuple[int, int] | None = None,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.25,
-    seed: int = 0,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    seed: int | None = None,
     slop_ns: int = DEFAULT_SLOP_NS,
     workers: int | None = None,
     rgb_topic: str | None = None,
     depth_topic: str | None = None,
     progress: bool = True,
 ) -> ConvertReport:
-    """Convert bags / .tar.gz sessions into ``out_dir`` (replacing a previous conversion there)."""
+    """Convert bags / .tar.gz sessions into the dataset ``out_dir`` (made if new): the bags it does
+    not hold are added as a new version. ``size`` and the split settings (None: the dataset's own;
+    for a new one: keep the recorded size, 0.15, 0.25, 0) must match an existing dataset's."""
     start = time.perf_counter()
     classes = check_class_list(classes)
     if not sources:
         raise BagError('no sources given: pass bag directories, folders of bags or .tar.gz sessions')
-    out = Path(out_dir)
-    arrays_dir = out / ARRAYS
+    root = Path(out_dir)
+    with changing(root):
+        return _convert_into(
+            root,
+            sources,
+            classes,
+            size,
+            val_fraction,
+            test_fraction,
+            seed,
+            slop_ns,
+            workers,
+            rgb_topic,
+            depth_topic,
+            progress,
+            start,
+        )
+
+
+def _convert_into(
+    root: Path,
+    sources: Sequence[str | Path],
+    classes: tuple[str, ...],
+    size: tuple[int, int] | None,
+    val_fraction: float | None,
+    test_fraction: float | None,
+    seed: int | None,
+    slop_ns: int,
+    workers: int | None,
+    rgb_topic: str | None,
+    depth_topic: str | None,
+    progress: bool,
+    start: float,
+) -> ConvertReport:
+    previous = load_manifest(root) | {'root': str(root)} if (root / MANIFEST).is_file() else None
+    size, split = _settings(
+        previous, classes, size, {'seed': seed, 'val_fraction': val_fraction, 'test_fraction': test_fraction}
+    )
+    stored = [read_bag(root, bag['key']) for bag in previous['bags']] if previous else []
+    arrays_dir = root / ARRAYS
     arrays_dir.mkdir(parents=True, exist_ok=True)
-    for stale in arrays_dir.glob('*.npy'):
-        stale.unlink()
+    held_files = {bag['file_sha256']: bag['key'] for bag in stored}
+    held_digests = {bag['digest']: bag['key'] for bag in stored}
+    skipped_bags: list[dict[str, str]] = []
     results: list[BagResult] = []
     with opened_sources([Path(s) for s in sources]) as bags:
-        used: set[str] = set()
-        jobs = [(str(origin), str(bag), _bag_key(bag, used)) for origin, bag in bags]
-        workers = min(len(jobs), workers if workers is not None else (os.cpu_count() or 1))
+        # keys of every bag this folder holds or held, pruned or not: a key names one content forever
+        used = {p.stem for p in (root / BAGS).glob('*.json')}
+        used |= {p.name.rsplit('_', 1)[0] for p in arrays_dir.glob('*.npy')}
+        jobs = []
+        for origin, bag in bags:
+            files = _files_sha256(bag)
+            if files in held_files:
+                skipped_bags.append({'bag': str(bag), 'reason': f'stored already as {held_files[files]}'})
+                continue
+            held_files[files] = f'{bag} (given twice)'
+            jobs.append((str(origin), str(bag), _bag_key(bag, used), files))
+        workers = max(1, min(len(jobs), workers if workers is not None else (os.cpu_count() or 1)))
         bar = tqdm(total=len(jobs), desc='convert', unit='bag', disable=not progress, file=sys.stderr)
         args = (str(arrays_dir), classes, size, slop_ns, rgb_topic, depth_topic)
         if workers <= 1:
-            for job in jobs:
-                results.append(convert_bag(*job, *args))
+            for *job, files in jobs:
+                results.append(convert_bag(*job, *args, file_sha256=files))
                 bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(convert_bag, *job, *args) for job in jobs]
+                futures = [pool.submit(convert_bag, *job, *args, file_sha256=files) for *job, files in jobs]
                 for future in futures:
                     results.append(future.result())
                     bar.update(1)
         bar.close()
 
-    frames: list[dict[str, Any]] = []
+    identities = {(f['session'], f['stamp_ns']): f['array'] for f in (previous or {}).get('frames', [])}
+    contents = {f['sha256']: (f['label'], f['array']) for f in (previous or {}).get('frames', [])}
+    added: list[dict[str, Any]] = []
+    refused: list[dict[str, str]] = []
     for result in results:
-        for frame in result.frames:
-            frames.append({**frame, 'source': result.origin, 'bag': result.bag, 'array': result.key})
-    if not frames:
-        problems = '; '.join(r.error or f'{r.bag}: no labelled frame pairs' for r in results)
-        raise DatasetError(f'no labelled frame pairs in {", ".join(map(str, sources))}: {problems}')
-
-    first_seen: dict[str, dict[str, Any]] = {}
-    content_duplicates = 0
-    for frame in frames:
-        if frame['sha256'] in first_seen:
-            content_duplicates += 1
-            frame['duplicate_of'] = (
-                f'{first_seen[frame["sha256"]]["bag"]}@{first_seen[frame["sha256"]]["stamp_ns"]}'
+        if not result.frames:
+            continue
+        record = _bag_record(result)
+        reason = None
+        if record['digest'] in held_digests:
+            skipped_bags.append(
+                {'bag': result.bag, 'reason': f'stored already as {held_digests[record["digest"]]}'}
             )
         else:
-            first_seen[frame['sha256']] = frame
-    session_counts: dict[str, Counter[str]] = {}
-    for frame in frames:
-        session_counts.setdefault(frame['session'], Counter())[frame['label']] += 1
-    if len(session_counts) >= 2:
-        split_mode = 'by-session'
-        assignment = split_sessions(session_counts, classes, val_fraction, test_fraction, seed)
-        for frame in frames:
-            frame['split'] = assignment[frame['session']]
+            reason = _conflict(record, identities, contents)
+            if reason is None:
+                added.append(record)
+                held_digests[record['digest']] = record['key']
+                for frame in record['frames']:
+                    identities[(frame['session'], frame['stamp_ns'])] = record['key']
+                    contents.setdefault(frame['sha256'], (frame['label'], record['key']))
+                continue
+            refused.append({'bag': result.bag, 'reason': reason})
+        for kind in ('rgb', 'depth'):  # never stored: its fresh arrays go
+            (arrays_dir / f'{result.key}_{kind}.npy').unlink(missing_ok=True)
+    if previous is None and not added:
+        problems = '; '.join(
+            [r.error or f'{r.bag}: no labelled frame pairs' for r in results if not r.frames]
+            + [f'{item["bag"]}: {item["reason"]}' for item in refused]
+        )
+        raise DatasetError(f'no labelled frame pairs in {", ".join(map(str, sources))}: {problems}')
+    if added:
+        for record in added:
+            write_json_atomic(root / BAGS / f'{record["key"]}.json', record, exclusive=True)
+        version, manifest = build_version(
+            root,
+            next_version_name(root),
+            stored + added,
+            classes,
+            size,
+            split,
+            previous,
+            {
+                'added': [r['key'] for r in added],
+                'added_sessions': sorted({f['session'] for r in added for f in r['frames']}),
+                'skipped': [item['bag'] for item in skipped_bags],
+                'refused': [item['bag'] for item in refused],
+            },
+        )
+        commit(root, version, manifest)
     else:
-        split_mode = 'single-session-time-blocks'
-        ordered = sorted(range(len(frames)), key=lambda i: frames[i]['stamp_ns'])
-        for index, split in zip(
-            ordered, split_frames_in_time(len(frames), val_fraction, test_fraction), strict=True
-        ):
-            frames[index]['split'] = split
-
-    array_hashes = {r.key: r.array_sha256 for r in results if r.array_sha256}
-    digest = _dataset_digest(frames, array_hashes)
-    per_class = {name: sum(c[name] for c in session_counts.values()) for name in classes}
-    per_session = {s: {name: c[name] for name in classes} for s, c in sorted(session_counts.items())}
-    per_split: dict[str, dict[str, int]] = {}
-    for frame in frames:
-        per_split.setdefault(frame['split'], dict.fromkeys(classes, 0))[frame['label']] += 1
-    skipped = [item for r in results for item in r.skipped]
-    failed = [{'bag': r.bag, 'error': r.error} for r in results if r.error]
-    report = ConvertReport(
-        out_dir=out,
-        frames=len(frames),
-        per_class=per_class,
-        per_session=per_session,
-        per_split=per_split,
+        manifest = previous  # type: ignore[assignment]
+    counts = manifest['counts']
+    keys = {r['key'] for r in added}
+    copies = sum('duplicate_of' in f and f['array'] in keys for f in manifest['frames'])
+    return ConvertReport(
+        out_dir=root,
+        version=manifest['name'],
+        frames=len(manifest['frames']),
+        added_frames=sum(len(r['frames']) for r in added),
+        added=[r['key'] for r in added],
+        skipped_bags=skipped_bags,
+        refused=refused,
+        per_class=counts['per_class'],
+        per_session=counts['per_session'],
+        per_split=counts['per_split'],
         unlabelled=sum(r.unlabelled for r in results),
-        duplicates=sum(r.duplicates for r in results) + content_duplicates,
+        duplicates=sum(r.duplicates for r in results) + copies,
         unpaired=sum(r.unpaired for r in results),
-        skipped=skipped,
-        failed_bags=failed,
-        digest=digest,
+        skipped=[item for r in results for item in r.skipped],
+        failed_bags=[{'bag': r.bag, 'error': r.error} for r in results if r.error],
+        digest=manifest['digest'],
         seconds=time.perf_counter() - start,
-        split_mode=split_mode,
+        split_mode=manifest['split']['mode'],
     )
-    manifest = {
-        'version': MANIFEST_VERSION,
-        'classes': list(classes),
-        'digest': digest,
-        'created_unix_s': time.time(),
-        'sources': [str(s) for s in sources],
-        'size': list(size) if size else None,
-        'split': {
-            'mode': split_mode,
-            'seed': seed,
-            'val_fraction': val_fraction,
-            'test_fraction': test_fraction,
-            'sessions': {s: next(f['split'] for f in frames if f['session'] == s) for s in session_counts}
-            if split_mode == 'by-session'
-            else {},
-        },
-        'counts': {
-            'per_class': per_class,
-            'per_session': per_session,
-            'per_split': per_split,
-            'unlabelled': report.unlabelled,
-            'duplicates': report.duplicates,
-            'unpaired': report.unpaired,
-            'relabelled': sum(r.relabelled for r in results),
-            'labels_without_frame': sum(r.labels_without_frame for r in results),
-        },
-        'skipped': skipped,
-        'failed_bags': failed,
-        'bags': [{k: v for k, v in asdict(r).items() if k not in ('frames', 'skipped')} for r in results],
-        'frames': frames,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return report
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -472,12 +605,14 @@ def _parse_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='weld-train convert', description=__doc__.split('\n')[0])
     parser.add_argument('sources', nargs='+', help='bag directories, folders of bags, .tar.gz sessions')
-    parser.add_argument('-o', '--out', required=True, help='dataset folder to write')
+    parser.add_argument('-o', '--out', required=True, help='dataset folder to make or add to')
     parser.add_argument('--classes', default=','.join(DEFAULT_CLASSES), help='comma-separated class list')
-    parser.add_argument('--size', type=_parse_size, default=None, help='resize to HxW (default: keep)')
-    parser.add_argument('--val-fraction', type=float, default=0.15)
-    parser.add_argument('--test-fraction', type=float, default=0.25)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--size', type=_parse_size, default=None, help="resize to HxW (default: the dataset's, or keep)"
+    )
+    parser.add_argument('--val-fraction', type=float, default=None, help="(default: the dataset's, or 0.15)")
+    parser.add_argument('--test-fraction', type=float, default=None, help="(default: the dataset's, or 0.25)")
+    parser.add_argument('--seed', type=int, default=None, help="split seed (default: the dataset's, or 0)")
     parser.add_argument('--slop-ms', type=float, default=DEFAULT_SLOP_NS / 1e6, help='rgb/depth pairing slop')
     parser.add_argument('--workers', type=int, default=None, help='worker processes (default: CPU count)')
     parser.add_argument('--rgb-topic', default=None)
@@ -506,7 +641,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'convert: {exc}', file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: files are written under temporary names
+        print(f'convert: {exc}; the dataset in {args.out} is as it was before', file=sys.stderr)
+        return 2
     print(report.summary())
+    if report.refused:
+        print(
+            f'convert: {len(report.refused)} bag(s) refused (above); nothing stored was changed',
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

@@ -1,16 +1,16 @@
-"""The converted dataset as tensors: every frame preprocessed once by the shared Preprocessor.
+"""The converted dataset as training inputs: every frame preprocessed once by the shared Preprocessor.
 
-The preprocessed inputs are cached next to the dataset (keyed by the dataset digest, the frames
-and the preprocessing settings), so a second run on the same data skips even the plane fits.
-Splits come from the manifest (grouped by session); ``val_sessions`` / ``test_sessions`` override
-them.
+The preprocessed inputs (float16) are cached on disk beside the dataset, one file per stored bag
+and preprocessing (``cache/<bag>/<key>.npy``), so a second run, another split or a new version that
+adds a session preprocesses only what it has not seen. Training reads them row by row from those
+files (no memory map, no copy in RAM), in the loader's worker processes when ``num_workers`` > 0:
+a process's memory does not grow with the number of frame pairs. Splits come from the manifest
+(grouped by session); ``val_sessions`` / ``test_sessions`` override them.
 """
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.convert import ARRAYS, MANIFEST
+from training.dataset import ARRAYS, CACHE, RowFile, load_manifest, write_rows
 from training.errors import DatasetError
 from weld_core.classes import check_class_list
 from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
@@ -48,71 +48,86 @@ def make_preprocessor(
     )
 
 
-def load_manifest(dataset_dir: str | Path) -> dict[str, Any]:
-    path = Path(dataset_dir) / MANIFEST
-    if not path.is_file():
-        raise DatasetError(f'{dataset_dir}: no {MANIFEST}; make the dataset with `weld-train convert`')
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DatasetError(f'{path}: not valid JSON ({exc}); convert again') from exc
-    if not manifest.get('frames'):
-        raise DatasetError(f'{path}: the dataset has no frames')
-    return manifest
-
-
 class FrameStore:
-    """Lazy access to the converted arrays of a dataset (memory-mapped .npy files)."""
+    """The frames of a dataset version (the current one unless ``version`` names another), each
+    pair read from the stored arrays on demand."""
 
-    def __init__(self, dataset_dir: str | Path) -> None:
+    def __init__(self, dataset_dir: str | Path, version: str | None = None) -> None:
         self.root = Path(dataset_dir)
-        self.manifest = load_manifest(self.root)
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.manifest = load_manifest(self.root, version)
+        self._arrays: dict[str, tuple[RowFile, RowFile]] = {}
         self._intrinsics: dict[str, dict[str, float] | None] | None = None
 
     @property
     def frames(self) -> list[dict[str, Any]]:
         return self.manifest['frames']
 
+    @property
+    def version(self) -> str:
+        return str(self.manifest['name'])
+
     def pair(self, frame: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         key = frame['array']
         if key not in self._arrays:
             base = self.root / ARRAYS
-            try:
-                rgb = np.load(base / f'{key}_rgb.npy', mmap_mode='r')
-                depth = np.load(base / f'{key}_depth.npy', mmap_mode='r')
-            except (OSError, ValueError) as exc:
-                raise DatasetError(f'{base}: arrays of {key} unreadable ({exc}); convert again') from exc
-            self._arrays[key] = (rgb, depth)
+            self._arrays[key] = (RowFile(base / f'{key}_rgb.npy'), RowFile(base / f'{key}_depth.npy'))
         rgb, depth = self._arrays[key]
         row = int(frame['row'])
-        return np.asarray(rgb[row]), np.asarray(depth[row])
+        return rgb.row(row), depth.row(row)
 
     def intrinsics(self, frame: dict[str, Any]) -> dict[str, float] | None:
         """fx, fy, cx, cy (pixels of the stored arrays) of the bag ``frame`` came from; None if unknown."""
         if self._intrinsics is None:
-            self._intrinsics = {
-                bag['key']: bag.get('intrinsics') for bag in self.manifest.get('bags', []) if 'key' in bag
-            }
+            self._intrinsics = {bag['key']: bag.get('intrinsics') for bag in self.manifest['bags']}
         return self._intrinsics.get(frame['array'])
 
 
-def preprocess_frames(
-    store: FrameStore, frames: Sequence[dict[str, Any]], preprocessor: Preprocessor
-) -> np.ndarray:
-    """(N, C, H, W) float16 inputs of ``frames`` (float16 halves the memory; inputs are O(1))."""
-    out = np.empty((len(frames), len(preprocessor.channels), *preprocessor.input_size), np.float16)
-    # a progress bar on a terminal only (disable=None), not in logs and tests
-    for index, frame in enumerate(tqdm(frames, desc='preprocess', disable=None, file=sys.stderr)):
-        out[index] = preprocessor(*store.pair(frame))
-    return out
+class CachedInputs:
+    """(N, C, H, W) float16 inputs of some frames, read from the per-bag cache files on demand.
+
+    An int index gives one (C, H, W) input; a slice or a sequence of indices a stacked batch.
+    """
+
+    def __init__(
+        self, files: dict[str, RowFile], frames: Sequence[dict[str, Any]], shape: tuple[int, ...]
+    ) -> None:
+        self.files = files
+        self.places = [(frame['array'], int(frame['row'])) for frame in frames]
+        self.shape = (len(self.places), *shape)
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            key, row = self.places[index]
+            return self.files[key].row(row)
+        picked = range(len(self))[index] if isinstance(index, slice) else [int(i) for i in index]
+        out = np.empty((len(picked), *self.shape[1:]), np.float16)
+        for slot, position in enumerate(picked):
+            key, row = self.places[position]
+            self.files[key].row(row, out=out[slot])
+        return out
+
+
+class InputDataset(Dataset):
+    """(input, label) pairs of :class:`CachedInputs`: the float16 input and its class index."""
+
+    def __init__(self, inputs: CachedInputs, labels: np.ndarray) -> None:
+        self.inputs, self.labels = inputs, torch.from_numpy(labels)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.inputs[index]), self.labels[index]
 
 
 class WeldDataModule(pl.LightningDataModule):
     """Train/val/test loaders over a dataset folder made by ``training.convert``.
 
     Args:
-        dataset_dir: the dataset folder (a command's DATASET argument).
+        dataset_dir: the dataset folder (a command's DATASET argument); its current version.
         channels: preprocessed input channels, comma-separated (``rgb`` stands for r,g,b); see
             weld_core.preprocess for the list.
         input_size: (height, width) the frames are resized to before preprocessing.
@@ -145,11 +160,16 @@ class WeldDataModule(pl.LightningDataModule):
         counts = {split: len(frames) for split, frames in self.splits.items()}
         if not counts.get('train'):
             raise DatasetError(f'{dataset_dir}: the split leaves no training frames ({counts})')
-        self.tensors: dict[str, TensorDataset] = {}
+        self.datasets: dict[str, InputDataset] = {}
 
     @property
     def digest(self) -> str:
         return str(self.store.manifest['digest'])
+
+    @property
+    def version(self) -> str:
+        """The frozen dataset version these data are (training.dataset)."""
+        return self.store.version
 
     def sessions(self, split: str) -> list[str]:
         return sorted({frame['session'] for frame in self.splits[split]})
@@ -174,42 +194,27 @@ class WeldDataModule(pl.LightningDataModule):
             splits[split].append(frame)
         return splits
 
-    def _cache_path(self, split: str) -> Path:
-        key = json.dumps(
-            [
-                self.digest,
-                split,
-                self.preprocessor.to_metadata(),
-                [(f['array'], f['row']) for f in self.splits[split]],
-            ],
-            sort_keys=True,
-        )
-        name = hashlib.sha256(key.encode()).hexdigest()[:20]
-        return self.store.root / 'cache' / f'{split}-{name}.npy'
+    def _cache_file(self, key: str) -> RowFile:
+        """The preprocessed inputs of stored bag ``key``, made on first use."""
+        bag = next(b for b in self.store.manifest['bags'] if b['key'] == key)
+        settings = json.dumps([self.preprocessor.to_metadata(), bag['digest'], bag['array_sha256']])
+        path = self.store.root / CACHE / key / f'{hashlib.sha256(settings.encode()).hexdigest()[:20]}.npy'
+        if not path.is_file():
+            rows = len(RowFile(self.store.root / ARRAYS / f'{key}_rgb.npy'))
+            frames = [{'array': key, 'row': row} for row in range(rows)]
+            inputs = (
+                self.preprocessor(*self.store.pair(frame))
+                # a progress bar on a terminal only (disable=None), not in logs and tests
+                for frame in tqdm(frames, desc=f'preprocess {key}', disable=None, file=sys.stderr)
+            )
+            write_rows(path, (rows, len(self.channels), *self.preprocessor.input_size), np.float16, inputs)
+        return RowFile(path)
 
-    def inputs(self, split: str) -> np.ndarray:
-        """(N, C, H, W) float16 inputs of ``split``, preprocessed once and cached beside the dataset."""
-        if split in self.tensors:  # set up already: the arrays the loaders use, not a second read
-            return self.tensors[split].tensors[0].numpy()
+    def inputs(self, split: str) -> CachedInputs:
+        """(N, C, H, W) float16 inputs of ``split``, preprocessed once per bag and read from disk."""
         frames = self.splits[split]
-        if not frames:
-            return np.empty((0, len(self.channels), *self.preprocessor.input_size), np.float16)
-        path = self._cache_path(split)
-        if path.is_file():
-            return np.load(path)
-        array = preprocess_frames(self.store, frames, self.preprocessor)
-        path.parent.mkdir(exist_ok=True)
-        # a temporary file of this call's own: two fits starting on one dataset both write the
-        # cache, and each must rename only its own file
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'{path.stem}.', suffix='.tmp.npy')
-        try:
-            with os.fdopen(handle, 'wb') as stream:
-                np.save(stream, array)
-            Path(temp).replace(path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-            raise
-        return array
+        files = {key: self._cache_file(key) for key in sorted({frame['array'] for frame in frames})}
+        return CachedInputs(files, frames, (len(self.channels), *self.preprocessor.input_size))
 
     def labels(self, split: str) -> np.ndarray:
         index = {name: i for i, name in enumerate(self.class_names)}
@@ -217,25 +222,25 @@ class WeldDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         for split in ('train', 'val', 'test'):
-            if split not in self.tensors:
-                self.tensors[split] = TensorDataset(
-                    torch.from_numpy(self.inputs(split)), torch.from_numpy(self.labels(split))
-                )
+            if split not in self.datasets:
+                self.datasets[split] = InputDataset(self.inputs(split), self.labels(split))
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.tensors['train']
+        dataset = self.datasets['train']
         return DataLoader(
             dataset,
             batch_size=self.hparams['batch_size'],
             shuffle=True,
             num_workers=self.hparams['num_workers'],
+            persistent_workers=self.hparams['num_workers'] > 0,
             drop_last=len(dataset) > self.hparams['batch_size'],
         )
 
     def val_dataloader(self) -> DataLoader:
         """The validation split, or the test split when there is none (curves only)."""
         return DataLoader(
-            self.tensors['val'] if len(self.tensors['val']) else self.tensors['test'],
+            self.datasets['val'] if len(self.datasets['val']) else self.datasets['test'],
             batch_size=max(64, self.hparams['batch_size']),
             num_workers=self.hparams['num_workers'],
+            persistent_workers=self.hparams['num_workers'] > 0,
         )

@@ -35,6 +35,7 @@ from weld_core.errors import WeldError
 from weld_core.model_file import ModelInfo, open_session, read_model_info
 
 RULES = 'rules'  # the rule detector's column
+MODEL_VERSION = 'model'  # --version: the dataset version the models were trained on
 
 
 @dataclass
@@ -159,16 +160,20 @@ def evaluate(
     threads: int = 1,
     rules: bool = False,
     sessions: Sequence[str] = (),
+    version: str | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate every model (and with ``rules`` the rule detector) on the same frames: a dataset
-    split (or the dataset's ``sessions``, whatever their split), or every labelled frame of ``bags``."""
+    split (or the dataset's ``sessions``, whatever their split), or every labelled frame of ``bags``.
+
+    ``version``: a frozen dataset version (default the current one), or ``model``: the version the
+    models were trained on (their metadata's ``dataset_version``; all must name the same)."""
     if bool(dataset_dir) == bool(bags):
         raise DatasetError('give either a dataset folder or bags to evaluate on')
     if not models and not rules:
         raise DatasetError('nothing to evaluate: give ONNX models, --rules, or both')
-    if bags and sessions:
+    if bags and (sessions or version):
         raise DatasetError(
-            'sessions pick frames of a dataset folder: with bags, every labelled frame is used'
+            'sessions and versions pick frames of a dataset folder: with bags, every labelled frame is used'
         )
 
     def run(store: FrameStore, frames: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,8 +185,21 @@ def evaluate(
             convert(bags, temp, progress=False)
             store = FrameStore(temp)
             return run(store, store.frames)
-    store = FrameStore(dataset_dir)  # type: ignore[arg-type]
+    store = FrameStore(dataset_dir, trained_version(models) if version == MODEL_VERSION else version)  # type: ignore[arg-type]
     return run(store, _frames(store, split, sessions))
+
+
+def trained_version(models: Sequence[str | Path]) -> str:
+    """The dataset version every one of ``models`` names in its metadata as the one it trained on."""
+    named = {str(m): read_model_info(m).metadata.get('dataset_version', '') for m in models}
+    versions = set(named.values())
+    if not models or len(versions) != 1 or '' in versions:
+        listed = ', '.join(f'{Path(m).name}: {v or "none"}' for m, v in named.items())
+        raise DatasetError(
+            f'--version {MODEL_VERSION} needs models that name one dataset version '
+            f'({listed or "no models"}); give the version by name'
+        )
+    return versions.pop()
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
@@ -220,6 +238,12 @@ def build_parser(prog: str = 'weld-train evaluate') -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
     parser.add_argument('models', nargs='*', help='ONNX model files')
     parser.add_argument('--dataset', default=None, help='dataset folder made by training.convert')
+    parser.add_argument(
+        '--version',
+        default=None,
+        help="the dataset's frozen version to run on (default: the current one; 'model': the one the "
+        'models were trained on, named in their metadata)',
+    )
     parser.add_argument('--split', default='test', choices=('train', 'val', 'test', 'all'))
     parser.add_argument(
         '--sessions',
@@ -244,7 +268,7 @@ def main(argv: Sequence[str] | None = None, prog: str = 'weld-train evaluate') -
     try:
         sessions = [name for name in args.sessions.split(',') if name]
         results = evaluate(
-            args.models, args.dataset, args.bags, args.split, args.threads, args.rules, sessions
+            args.models, args.dataset, args.bags, args.split, args.threads, args.rules, sessions, args.version
         )
     except WeldError as exc:
         print(f'{prog.split(".")[-1]}: {exc}', file=sys.stderr)

@@ -73,13 +73,17 @@ def build_metadata(
     training_data: str,
     version: str,
 ) -> dict[str, str]:
+    """The ONNX metadata; ``training_data``: the dataset digest when the run recorded none."""
     preprocessor = preprocessor_of(model)
+    run = validation_metrics.get('run', {})
     metadata = {
         'class_names': json.dumps(list(model.class_names)),
         'model_name': MODEL_NAME,
         'model_version': version,
         'created_at': dt.datetime.now(dt.UTC).isoformat(timespec='seconds'),
-        'training_data': training_data,
+        'training_data': run.get('dataset_digest', training_data),
+        # the frozen dataset version the model was trained on (weld-train dataset versions)
+        'dataset_version': run.get('dataset_version', ''),
         'validation_metrics': json.dumps(validation_metrics),
         'output': OUTPUT_PROBABILITIES,
         'source_checkpoint': checkpoint.name,

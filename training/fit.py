@@ -112,6 +112,8 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
     quiet_lightning()
     out = Path(config.out) if config.out else default_out('fit')
     run, figures = held_out_run(recipe, config.dataset, out, config.test_sessions)
+    if run.rank:  # DDP: the other processes trained beside rank 0, which alone writes and reports
+        return {}
     offset = float(figures['offset_for_all']['good_logit_bias'])
     fold_offset(run.model, offset)
     record = {'run': run.record(), 'good_logit_offset': offset, 'held_out': held_out_summary(figures)}
@@ -123,7 +125,11 @@ def fit(argv: Sequence[str] = ()) -> dict[str, Any]:
 
 def held_out_summary(figures: dict[str, Any]) -> dict[str, Any]:
     """The figures a model file records about the procedure that made it (headline, per-class recall)."""
-    summary: dict[str, Any] = {'sessions': figures['sessions'], 'dataset_digest': figures['dataset_digest']}
+    summary: dict[str, Any] = {
+        'sessions': figures['sessions'],
+        'dataset_digest': figures['dataset_digest'],
+        'dataset_version': figures['dataset_version'],
+    }
     for key in ('test', 'test_argmax'):
         if key in figures:
             summary[key] = headline(figures[key]) | {
@@ -172,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'fit: {exc}', file=sys.stderr)
         return 2
+    if not metrics:  # a DDP process other than rank 0
+        return 0
     print('\n'.join([*summary_lines(metrics), f'checkpoint: {metrics["checkpoint"]}']))
     return 0
 

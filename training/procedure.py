@@ -91,6 +91,7 @@ class Run:
     train: dict[str, Any]  # headline figures on its own training frames
     weak: dict[str, float]  # classes not learnt (recall on its own training frames under 0.4)
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # the process's rank under DDP (--trainer.devices N); rank 0 alone writes files
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint and a report say about the run."""
@@ -101,6 +102,7 @@ class Run:
             'train_sessions': self.data.sessions('train'),
             'train_frames': len(self.data.splits['train']),
             'dataset_digest': self.data.digest,
+            'dataset_version': self.data.version,
             'train': self.train,
             'train_weak_classes': self.weak,
             'attempts': self.attempts,
@@ -211,6 +213,7 @@ def train_once(
         log_dir=out_dir,
         train=headline(train),
         weak=weak_classes(train),
+        rank=trainer.global_rank,
     )
 
 
@@ -269,6 +272,7 @@ def held_out_figures(run: Run, recipe: Recipe) -> dict[str, Any]:
     figures: dict[str, Any] = {
         'sessions': {'train': run.data.sessions('train'), 'test': sessions},
         'dataset_digest': run.data.digest,
+        'dataset_version': run.data.version,
         'probabilities': probabilities,
     }
     if len(sessions) < 2:

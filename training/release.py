@@ -31,7 +31,8 @@ from typing import Any
 from jsonargparse import ArgumentParser
 
 from training.config import parse, recipe_of, recipe_parser
-from training.convert import MANIFEST, convert
+from training.convert import convert
+from training.dataset import MANIFEST
 from training.errors import TrainingError
 from training.export import export
 from training.fit import REPORT, default_out, held_out_run, held_out_summary, summary_lines, write_report
@@ -82,11 +83,14 @@ def release(argv: Sequence[str] = ()) -> dict[str, Any]:
         )
     print(f'release: held-out run (every session but {", ".join(held)})', file=sys.stderr)
     held_out, figures = held_out_run(recipe, dataset, work / 'held_out', held)
-    report = write_report(held_out, figures, work / 'held_out' / REPORT)
+    # DDP: every process trains both runs; rank 0 alone writes and reports
+    report = write_report(held_out, figures, work / 'held_out' / REPORT) if not held_out.rank else {}
     offset = float(figures['offset_for_all']['good_logit_bias'])
     print(f'release: final run (every session; good-class offset {offset:+.1f})', file=sys.stderr)
     every_session = datamodule(recipe, dataset, val_sessions=[], test_sessions=[])
     final = train(recipe.continued(), every_session, work / 'final', start=held_out.model)
+    if final.rank:
+        return {}
     fold_offset(final.model, offset)
     record = {
         'procedure': 'release',
@@ -122,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WeldError as exc:
         print(f'release: {exc}', file=sys.stderr)
         return 2
+    if not result:  # a DDP process other than rank 0
+        return 0
     final = result['final']
     print(
         '\n'.join(

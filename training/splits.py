@@ -19,6 +19,18 @@ def _distribution(counts: Counter[str], classes: Sequence[str]) -> list[float]:
     return [counts[name] / total for name in classes]
 
 
+def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of ``count`` sessions go to validation and to test (at least one training session)."""
+    n_val = max(1, round(count * val_fraction)) if val_fraction > 0 and count >= 2 else 0
+    n_test = max(1, round(count * test_fraction)) if test_fraction > 0 and count >= 3 else 0
+    while n_val + n_test >= count and (n_val or n_test):
+        if n_test >= n_val and n_test:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_val, n_test
+
+
 def split_sessions(
     session_counts: Mapping[str, Counter[str]],
     classes: Sequence[str],
@@ -31,14 +43,7 @@ def split_sessions(
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError(f'bad split fractions val={val_fraction} test={test_fraction}')
     sessions = sorted(session_counts)
-    count = len(sessions)
-    n_val = max(1, round(count * val_fraction)) if val_fraction > 0 and count >= 2 else 0
-    n_test = max(1, round(count * test_fraction)) if test_fraction > 0 and count >= 3 else 0
-    while n_val + n_test >= count and (n_val or n_test):
-        if n_test >= n_val and n_test:
-            n_test -= 1
-        else:
-            n_val -= 1
+    n_val, n_test = split_sizes(len(sessions), val_fraction, test_fraction)
     overall = Counter[str]()
     for counts in session_counts.values():
         overall.update(counts)

@@ -1,13 +1,19 @@
-"""The preprocessed-input cache: two fits that start on one dataset both write it without harm."""
+"""The preprocessed-input cache on disk: two fits that start on one dataset both write it without
+harm, a failed write leaves nothing, and reading it does not hold the inputs in memory."""
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
+import training.data
 from tests.training.bagmaker import make_frames, write_bag
 from training.convert import convert
 from training.data import WeldDataModule
+from training.dataset import write_rows
 
 CLASSES = ['good', 'porosity', 'spatter', 'gap', 'undercut']
 
@@ -27,36 +33,59 @@ def test_two_modules_writing_the_same_cache_at_once_both_succeed(
     dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = _module(dataset), _module(dataset)
-    save = np.save
     inner: list[np.ndarray] = []
     calls: list[str] = []
 
-    def save_while_another_fit_saves(
-        target: object, array: np.ndarray, *args: object, **kwargs: object
+    def write_while_another_fit_writes(
+        path: Path, shape: tuple[int, ...], dtype: object, rows: Iterable
     ) -> None:
-        # the second fit writes and renames its cache file after the first has written its own and
-        # before the first renames it
-        calls.append('save')
-        save(target, array, *args, **kwargs)
-        if len(calls) == 1:
-            inner.append(second.inputs('train'))
+        calls.append(str(path))
 
-    monkeypatch.setattr(np, 'save', save_while_another_fit_saves)
-    outer = first.inputs('train')
-    monkeypatch.setattr(np, 'save', save)
-    assert len(calls) == 2
+        def rows_then_the_other_fit() -> Iterable[np.ndarray]:
+            yield from rows
+            if len(calls) == 1:
+                # the second fit writes and renames the file while the first is still writing its own
+                inner.append(second.inputs('train')[:])
+
+        write_rows(path, shape, dtype, rows_then_the_other_fit())
+
+    monkeypatch.setattr(training.data, 'write_rows', write_while_another_fit_writes)
+    outer = first.inputs('train')[:]
+    monkeypatch.setattr(training.data, 'write_rows', write_rows)
+    assert len(calls) == 2 and calls[0] == calls[1]
     np.testing.assert_array_equal(outer, inner[0])
     cache = dataset / 'cache'
-    assert [p.name for p in cache.iterdir() if p.name.endswith('.tmp.npy')] == []
-    np.testing.assert_array_equal(_module(dataset).inputs('train'), outer)
+    assert [p.name for p in cache.rglob('*') if p.name.endswith('.tmp.npy')] == []
+    np.testing.assert_array_equal(_module(dataset).inputs('train')[:], outer)
 
 
 def test_a_failed_cache_write_leaves_no_file_behind(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-
     def disk_full(*_: object, **__: object) -> None:
         raise OSError(28, 'No space left on device')
 
-    monkeypatch.setattr(np, 'save', disk_full)
+    monkeypatch.setattr(np, 'ascontiguousarray', disk_full)
     with pytest.raises(OSError, match='No space left'):
         _module(dataset).inputs('train')
-    assert list((dataset / 'cache').iterdir()) == []
+    assert [p for p in (dataset / 'cache').rglob('*') if p.is_file()] == []
+
+
+def test_the_inputs_are_the_preprocessed_frames_read_back_from_disk(dataset: Path) -> None:
+    data = _module(dataset)
+    inputs = data.inputs('train')
+    expected = np.stack([data.preprocessor(*data.store.pair(f)) for f in data.splits['train']]).astype(
+        np.float16
+    )
+    np.testing.assert_array_equal(inputs[:], expected)
+    np.testing.assert_array_equal(inputs[1], expected[1])
+    np.testing.assert_array_equal(inputs[[2, 0]], expected[[2, 0]])
+    assert not isinstance(inputs[:], np.memmap) and inputs.shape == expected.shape
+
+
+def test_loader_workers_read_the_same_inputs(dataset: Path) -> None:
+    data = _module(dataset)
+    data.setup()
+    with_workers = DataLoader(data.datasets['train'], batch_size=2, num_workers=2)
+    in_process = DataLoader(data.datasets['train'], batch_size=2, num_workers=0)
+    for (a, la), (b, lb) in zip(with_workers, in_process, strict=True):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(la, lb)

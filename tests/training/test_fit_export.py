@@ -10,9 +10,12 @@ import pytest
 import torch
 import yaml
 
+from tests.training.bagmaker import make_frames, write_bag
 from tests.training.conftest import CLASSES, tiny_args
 from training.bpu import BpuBundle
 from training.calibrate import choose_good_bias
+from training.compare import main as compare_main
+from training.convert import convert
 from training.data import FrameStore, WeldDataModule
 from training.errors import ExportError
 from training.evaluate import evaluate, format_table
@@ -94,6 +97,30 @@ def test_fit_reports_held_out_figures_and_exports_a_verified_model(
     results = evaluate([exported.path, exported.path], tiny_dataset, split='test')
     assert results[0]['macro_recall'] == results[1]['macro_recall']
     assert 'macro-recall' in format_table(results)
+
+    # the file names the dataset version it trained on; after the dataset grows, compare resolves it
+    assert info.metadata['dataset_version'] == 'v0001' == recorded['run']['dataset_version']
+    more = write_bag(tmp_path / 'more', make_frames(CLASSES * 3, seed=7), session_id='s7')
+    assert convert([more], tiny_dataset, progress=False, workers=1).version == 'v0002'
+    assert (
+        compare_main(
+            [
+                str(exported.path),
+                '--dataset',
+                str(tiny_dataset),
+                '--version',
+                'model',
+                '--split',
+                'all',
+                '--json',
+                str(tmp_path / 'c.json'),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / 'c.json').read_text())[0]['frames'] == 30  # v0001's, not v0002's 45
+    assert evaluate([exported.path], tiny_dataset, split='all')[0]['frames'] == 45
+    assert compare_main([str(exported.path), '--dataset', str(tiny_dataset), '--version', 'v0009']) == 2
 
 
 @pytest.mark.slow
