@@ -358,14 +358,19 @@ class Demo:
                 'train', 'desktop: weld-train release (camera paused: the CPU is for training)'
             )
             operator.camera_transition('deactivate', 20)
-            self._train(archives)
+            made = self._train(archives)
             self._show(operator, label='', seed=self.evaluation_seed, active=False)
-            self.progress.begin(
-                'deploy', f'deploy: place the model in {self.models_dir} (the live node picks it up)'
-            )
-            model_id = self._deploy(runner, operator)
-            self.progress.begin('evaluate', f'live: scoring {self.plan.model_results} model results')
-            self._evaluate(runner, operator, model_id)
+            if made:
+                self.progress.begin(
+                    'deploy', f'deploy: place the model in {self.models_dir} (the live node picks it up)'
+                )
+                model_id = self._deploy(runner, operator)
+                self.progress.begin('evaluate', f'live: scoring {self.plan.model_results} model results')
+                self._evaluate(runner, operator, model_id)
+            else:
+                self.progress.begin('deploy', 'deploy: nothing to deploy, the rules keep answering')
+                self.progress.begin('evaluate', 'live: the rules only')
+                self._evaluate(runner, operator, None)
             self.progress.end()
         except BaseException as error:
             self.summary['failed'] = f'{self.progress.stage_name}: {type(error).__name__}: {error}'
@@ -554,20 +559,37 @@ class Demo:
             command, self.train_dir, env, self.logs_dir / f'{step}.log', self.progress, timeout_s
         )
 
-    def _train(self, archives: list[Path]) -> None:
-        """``weld-train release`` on the exported sessions: held-out run, final run, checked ONNX file."""
+    def _train(self, archives: list[Path]) -> bool:
+        """``weld-train release`` on the exported sessions: held-out run, final run, checked ONNX file.
+
+        False when the release refused to write a model (its final run missed a class).
+        """
         work = self.train_dir / 'release'
         arguments = [*map(str, archives), '-o', str(self.onnx_path), f'--work={work}']
         arguments += self.plan.release_args
-        self._desktop('release', arguments, self.plan.release_timeout_s)
+        report = work / 'held_out' / 'report' / 'metrics.json'
+        try:
+            self._desktop('release', arguments, self.plan.release_timeout_s)
+        except DemoError:
+            # the release's safety net: a final run that misses a class writes no model. The
+            # held-out figures are still worth showing; anything else is a failure of the demo.
+            said = (self.logs_dir / 'release.log').read_text(errors='replace').strip().splitlines()
+            if not (report.is_file() and said and 'did not learn' in said[-1]):
+                raise
+            self.summary['release_refused'] = said[-1]
         manifest = json.loads((work / 'dataset' / 'manifest.json').read_text())
         self.summary['dataset'] = {
             key: manifest.get(key) for key in ('digest', 'counts', 'splits') if key in manifest
         }
-        report = work / 'held_out' / 'report' / 'metrics.json'
-        if not report.is_file() or not self.onnx_path.is_file():
-            raise DemoError(f'weld-train release wrote no {self.onnx_path} or {report}')
+        if not report.is_file():
+            raise DemoError(f'weld-train release wrote no {report}')
         self._held_out(json.loads(report.read_text()))
+        if 'release_refused' in self.summary:
+            self.progress.say(f'no model to deploy: {self.summary["release_refused"]}')
+            return False
+        if not self.onnx_path.is_file():
+            raise DemoError(f'weld-train release wrote no {self.onnx_path}')
+        return True
 
     def _held_out(self, report: dict[str, Any]) -> None:
         """The release's held-out figures next to the rules on the same frames: is it worth deploying?"""
@@ -623,18 +645,21 @@ class Demo:
         self._check_nodes(runner)
         return info.model_id
 
-    def _evaluate(self, runner: GraphRunner, operator: Operator, model_id: str) -> None:
-        model = Answerer('model', model_id)
-        with operator.lock:
-            since = min(stamp for stamp, (who, _) in operator.scorer.results.items() if who == model)
-        operator.wait_for(
-            lambda: operator.scorer.count(model, since) >= self.plan.model_results,
-            60 + self.plan.model_results,
-            f'{self.plan.model_results} scored model results',
-        )
-        self._check_nodes(runner)
-        with operator.lock:
-            live = operator.scorer.scores(since_ns=since)
+    def _evaluate(self, runner: GraphRunner, operator: Operator, model_id: str | None) -> None:
+        """The live table: the rules' window before any model, and the model's after it (if one)."""
+        live: list[Score] = []
+        if model_id is not None:
+            model = Answerer('model', model_id)
+            with operator.lock:
+                since = min(stamp for stamp, (who, _) in operator.scorer.results.items() if who == model)
+            operator.wait_for(
+                lambda: operator.scorer.count(model, since) >= self.plan.model_results,
+                60 + self.plan.model_results,
+                f'{self.plan.model_results} scored model results',
+            )
+            self._check_nodes(runner)
+            with operator.lock:
+                live = operator.scorer.scores(since_ns=since)
         rules_window = self.summary['rules_window']
         rules_score = Score(
             Answerer('rules'),
