@@ -296,7 +296,8 @@ class ConsoleServer:
             request.headers.get('Origin'), request.headers.get('Host'), request.scheme
         ):
             return _error(403, 'cross-site WebSocket refused')
-        socket = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        # no per-message deflate: the feed is mostly JPEG bytes, which zlib only spends CPU on
+        socket = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
         await socket.prepare(request)
         if self.settings.token_required and not await self._hello(socket):
             await socket.close(code=4401, message=b'a valid console token is needed')
