@@ -80,14 +80,14 @@ QUICK = Plan(
     pairs_per_class=4,
     rules_results=20,
     model_results=20,
-    # a small input and net so that a few seconds of training learn every class of 60 pairs
+    # a small input and a short schedule: the loop in about a minute, not a model worth deploying
     release_args=(
         '--data.input_size=[120, 160]',
-        '--data.batch_size=4',
+        '--data.batch_size=8',
         '--model.train_crop=null',
-        '--trainer.max_epochs=30',
+        '--trainer.max_epochs=20',
         '--final_epochs=10',
-        '--retries=2',
+        '--retries=0',
     ),
     release_timeout_s=600.0,
 )
@@ -601,7 +601,6 @@ class Demo:
             'model': {key: model.get(key) for key in keys},
             'rules': {key: rules.get(key) for key in keys},
             'model_recall_per_class': {name: row['recall'] for name, row in model['per_class'].items()},
-            'rules_recall_per_class': {name: row['recall'] for name, row in rules['per_class'].items()},
         }
         verdict = (
             'the model beats the rules'
