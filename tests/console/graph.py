@@ -3,7 +3,10 @@ each in its own process on this test's loopback DDS domain, and a real browser (
 driven by Playwright; no browser download) on the console's page."""
 
 import contextlib
+import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +26,24 @@ CHROMIUM_FLAGS = [
     '--disable-sync',
 ]
 URL_LINE = re.compile(r'operator console at (http://\S+)')
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def converted_labels(source: Path, dataset: Path) -> list[str]:
+    """``training.convert`` of a review session (bag folder or .tar.gz) in its own process, as a user
+    runs it; the labels of the dataset it made, sorted."""
+    command = [sys.executable, '-m', 'training.convert', str(source), '-o', str(dataset), '--quiet']
+    done = subprocess.run(
+        [*command, '--workers', '1'],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((dataset / 'manifest.json').read_text())
+    return sorted(frame['label'] for frame in manifest['frames'])
 
 
 def node_args(module: str, *params: str) -> list[str]:

@@ -3,8 +3,6 @@ inference, console: four processes on loopback DDS; chromium headless driven by 
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 
-from tests.console.graph import Graph, browser_page, wait_until
+from tests.console.graph import Graph, browser_page, converted_labels, wait_until
 from tests.inference.models import write_model
 from weld_core.bag_types import DEFECT_LABEL, weld_typestore
 from weld_core.model_file import ModelError, read_model_info
@@ -169,28 +167,7 @@ def test_review_queue_fills_from_an_unsure_model_and_page_labels_land_in_a_sessi
         assert '2 labelled frames' in text
 
     (session,) = list((graph.review / 'sessions').iterdir())
-    dataset = tmp_path / 'dataset'
-    done = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'training.convert',
-            str(session),
-            '-o',
-            str(dataset),
-            '--workers',
-            '1',
-            '--quiet',
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    manifest = json.loads((dataset / 'manifest.json').read_text())
-    assert sorted(frame['label'] for frame in manifest['frames']) == sorted(labelled)
+    assert converted_labels(session, tmp_path / 'dataset') == sorted(labelled)
 
 
 def test_models_panel_upload_is_picked_up_and_an_invalid_upload_is_refused_with_the_loaders_message(
