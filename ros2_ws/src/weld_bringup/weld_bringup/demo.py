@@ -327,7 +327,6 @@ class Demo:
         self.recording_dir = run_dir / 'sessions'
         self.exports_dir = run_dir / 'exports'
         self.logs_dir = run_dir / 'logs'
-        self.dataset_dir = run_dir / 'dataset'
         self.train_dir = run_dir / 'train'
         self.onnx_path = run_dir / 'model' / 'weld_demo.onnx'
         self.progress = Progress(total=5)
