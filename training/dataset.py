@@ -41,6 +41,7 @@ import numpy as np
 from training.errors import DatasetError
 from training.splits import split_frames_in_time, split_sessions, split_sizes
 from weld_core.errors import WeldError
+from weld_core.files import write_atomically
 
 MANIFEST = 'manifest.json'
 ARRAYS = 'arrays'
@@ -52,20 +53,9 @@ FORMAT = 2
 
 
 def write_json_atomic(path: Path, data: Any, exclusive: bool = False) -> None:
-    """``data`` as JSON at ``path`` via a temporary file and a rename; ``exclusive``: never replace."""
+    """``data`` as JSON at ``path``, written whole or not at all; ``exclusive``: never replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'w') as stream:
-            json.dump(data, stream, indent=1)
-        if exclusive:
-            os.link(temp, path)  # fails if the name exists: another process committed first
-            os.unlink(temp)
-        else:
-            Path(temp).replace(path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
+    write_atomically(path, json.dumps(data, indent=1).encode(), exclusive=exclusive)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ the model and the rules disagree, kept on disk for the operator to label.
 """
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from weld_console.errors import ConsoleError, NotFoundError
 from weld_console.frames import RawPair
 from weld_core.classes import check_label
+from weld_core.files import write_atomically
 from weld_labeler.errors import StorageFullError
 from weld_labeler.recorder import BagRecorder, PairLabel, RecordTopics
 from weld_labeler.session import RECORDING, STOPPED, SessionInfo, SessionStore
@@ -326,10 +326,7 @@ class ReviewQueue:
         shutil.rmtree(self.folder / item_id, ignore_errors=True)
 
     def _write_item(self, item: ReviewItem) -> None:
-        path = self.folder / item.item_id / ITEM_FILE
-        partial = path.with_name(ITEM_FILE + '.part')
-        partial.write_text(json.dumps(item.as_dict()), encoding='utf-8')
-        os.replace(partial, path)
+        write_atomically(self.folder / item.item_id / ITEM_FILE, json.dumps(item.as_dict()).encode())
 
 
 class ReviewRecorder:

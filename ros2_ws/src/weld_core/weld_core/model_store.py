@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from weld_core.errors import WeldError
+from weld_core.files import write_atomically
 from weld_core.model_file import ModelError, ModelInfo, file_sha256, open_session, read_model_info
 
 MODEL_SUFFIX = '.onnx'
@@ -84,7 +85,7 @@ def write_sidecar(model_path: Path, digest: str | None = None) -> Path:
     model_path = Path(model_path)
     digest = digest or file_sha256(model_path)
     sidecar = sidecar_path(model_path)
-    _write_atomically(sidecar, f'{digest}  {model_path.name}\n'.encode('ascii'))
+    write_atomically(sidecar, f'{digest}  {model_path.name}\n'.encode('ascii'))
     return sidecar
 
 
@@ -210,18 +211,6 @@ def select_model(path: str | Path) -> Path:
             newest = max(newest, other.stat().st_mtime_ns + 1_000_000)
     os.utime(path, ns=(newest, newest))
     return path
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f'.{path.name}.part')
-    try:
-        with partial.open('wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:

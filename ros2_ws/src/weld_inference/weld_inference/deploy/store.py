@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from weld_core.files import write_atomically
 from weld_core.model_file import ModelError, file_sha256
 from weld_core.model_store import (
     MODEL_SUFFIX,
@@ -101,16 +102,11 @@ def read_state(models_dir: Path) -> dict[str, ModelRef | None] | None:
 def _write_state(models_dir: Path, current: ModelRef | None, previous: ModelRef | None) -> None:
     record = models_dir / RECORD_DIR
     record.mkdir(parents=True, exist_ok=True)
-    partial = record / f'.{STATE_FILE}.part'
     state = {
         'current': asdict(current) if current else None,
         'previous': asdict(previous) if previous else None,
     }
-    with partial.open('w') as handle:
-        json.dump(state, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(record / STATE_FILE)
+    write_atomically(record / STATE_FILE, json.dumps(state, indent=1).encode())
 
 
 def _stage(model: Path, models_dir: Path) -> None:
