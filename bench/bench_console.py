@@ -4,13 +4,14 @@ preview delay.
 The deployed graph (weld-scan's site configs: simulator camera 640x480 at 15 Hz, labeler, inference
 with an empty models folder so the rules answer, console at its default preview rate of 5 Hz) runs
 through the runner for two windows of ``--seconds`` each:
-1. nobody watching: the console receives the camera raw and renders nothing;
+1. nobody watching: the console takes no frame and renders nothing (the camera's frames wait in
+   its DDS queue; results, measurements and labels still arrive);
 2. one page watching: a real chromium (headless, driven by Playwright) shows the live view.
-Printed per window: the CPU of each node (user + system, % of one core), the pairs that reached the
-console and the previews it rendered per second, and, while watching, the delay from the camera's
+Printed per window: the CPU of each node (user + system, % of one core), the inference results that
+reached the console and the previews it rendered per second, and, while watching, the delay from the camera's
 stamp to the picture shown in the page (p50 / p95 / max; same machine, same clock). On a loaded
 machine the simulator falls short of its rate and the console has less to do: read its share
-together with the pairs per second that reached it. Targets (issue 31): <= 10 % of one core,
+together with the results per second that reached it. Targets (issue 31): <= 10 % of one core,
 p95 <= 300 ms.
 
     .venv/bin/python bench/bench_console.py [--seconds 30] [--json out.json]
@@ -67,7 +68,7 @@ def window(pids: dict[str, int], seconds: float, url: str) -> dict[str, Any]:
     return {
         'cpu_percent': {key: 100.0 * (after[key] - before[key]) / wall for key in pids},
         'console_cpu_s': after['console'] - before['console'],
-        'pairs_per_s': rate('pairs_received'),
+        'results_per_s': rate('results_received'),
         'previews_per_s': rate('previews_sent'),
         'wall_s': wall,
     }
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in idle['cpu_percent']:
         print(f'{key:<10} {idle["cpu_percent"][key]:>11.1f} {watching["cpu_percent"][key]:>15.1f}')
     print(
-        f'pairs reaching the console {idle["pairs_per_s"]:.1f} / {watching["pairs_per_s"]:.1f} per s '
+        f'results reaching the console {idle["results_per_s"]:.1f} / {watching["results_per_s"]:.1f} per s '
         f'(idle / watching); previews rendered {watching["previews_per_s"]:.2f} per s, shown '
         f'{report["shown_per_s"]:.2f} per s'
     )

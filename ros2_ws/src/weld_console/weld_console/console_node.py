@@ -1,7 +1,8 @@
 """weld_console node: the operator console, an rclpy node and its web server in one process.
 
-It subscribes the camera raw (pairs are decoded only when a page is watching, at
-``preview_rate_hz``), the inference results and the rules' measurements, the labels and
+It takes the camera raw from DDS's own queue only when it needs a pair (:mod:`~weld_console.tap`:
+at ``preview_rate_hz`` while a page watches, and for a label's or a reviewed result's frame; pairs
+are decoded only then), subscribes the inference results and the rules' measurements, the labels and
 /diagnostics; it calls the labeler's services for the page and serves the page itself
 (:mod:`weld_console.server`). The algorithms are plain modules: previews and sensor health
 (:mod:`~weld_console.preview`), the review queue (:mod:`~weld_console.review`), the models panel
@@ -39,6 +40,7 @@ from weld_console.review import ReviewItem, ReviewQueue, ReviewRecorder, ReviewS
 from weld_console.security import is_loopback, load_or_create_token
 from weld_console.server import ConsoleServer, ServerSettings
 from weld_console.state import Capture, GraphState
+from weld_console.tap import Tap
 from weld_core.bag_types import IMAGE, weld_typestore
 from weld_core.classes import DEFAULT_CLASSES, check_class_list
 from weld_core.errors import WeldError
@@ -51,9 +53,17 @@ from weld_labeler.storage_guard import MB, StorageGuard
 
 NODE_NAME = 'weld_console'
 RELIABLE = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# the newest frame is all a preview wants: a short sensor-data queue, nothing piles up
+# the camera's frames wait in the DDS reader (KEEP_LAST) until the console takes them: deep enough
+# for half a second at 15 Hz (a label or a result arrives well within it), nothing piles up
+TAP_DEPTH = 8
 IMAGE_QOS = QoSProfile(
-    depth=2,
+    depth=TAP_DEPTH,
+    history=HistoryPolicy.KEEP_LAST,
+    reliability=qos_profile_sensor_data.reliability,
+    durability=qos_profile_sensor_data.durability,
+)
+INFO_QOS = QoSProfile(
+    depth=1,
     history=HistoryPolicy.KEEP_LAST,
     reliability=qos_profile_sensor_data.reliability,
     durability=qos_profile_sensor_data.durability,
@@ -297,18 +307,18 @@ class ConsoleNode(Node):
         self._labeler_id = '/' + values['labeler_node'].strip('/')
         self._inference_id = '/' + values['inference_node'].strip('/')
 
-        for topic, callback in (
-            (values['rgb_topic'], self._on_rgb),
-            (values['depth_topic'], self._on_depth),
-        ):
-            self.create_subscription(Image, topic, self._guarded(callback), IMAGE_QOS, raw=True)
-        for topic, attribute in (
-            (values['rgb_info_topic'], 'rgb_info'),
-            (values['depth_info_topic'], 'depth_info'),
-        ):
-            self.create_subscription(
-                CameraInfo, topic, self._keeper(attribute), qos_profile_sensor_data, raw=True
-            )
+        self.tap = Tap(
+            f'{self.get_name()}_frames',
+            self.get_namespace(),
+            self.context,
+            {
+                'rgb': (Image, values['rgb_topic'], IMAGE_QOS),
+                'depth': (Image, values['depth_topic'], IMAGE_QOS),
+                'rgb_info': (CameraInfo, values['rgb_info_topic'], INFO_QOS),
+                'depth_info': (CameraInfo, values['depth_info_topic'], INFO_QOS),
+            },
+        )
+        self.create_timer(1.0 / values['preview_rate_hz'], self._guarded(self._preview_tick))
         self.create_subscription(
             DefectResult, values['defects_topic'], self._guarded(self._on_result), RELIABLE
         )
@@ -343,29 +353,42 @@ class ConsoleNode(Node):
 
         return run
 
-    def _keeper(self, attribute: str) -> Callable[[bytes], None]:
-        def keep(data: bytes) -> None:
-            setattr(self.frames, attribute, bytes(data))
-
-        return keep
-
     def _warn(self, text: str) -> None:
         self.get_logger().warning(text, throttle_duration_sec=5.0)
 
-    def _on_rgb(self, data: bytes) -> None:
-        self._new_pairs(self.frames.add_rgb(data))
-
-    def _on_depth(self, data: bytes) -> None:
-        self._new_pairs(self.frames.add_depth(data))
-
-    def _new_pairs(self, pairs: list[RawPair]) -> None:
+    def _take_frames(self) -> list[RawPair]:
+        """Pair the frames waiting in the tap into the frame buffer; the new pairs, oldest first."""
+        pairs = [pair for data in self.tap.take('rgb') for pair in self.frames.add_rgb(data)]
+        pairs += [pair for data in self.tap.take('depth') for pair in self.frames.add_depth(data)]
         if pairs:
-            self.state.count('pairs_received', len(pairs))
-            if self.feed.viewers:
+            self.state.count('pairs_taken', len(pairs))
+        return pairs
+
+    def _preview_tick(self) -> None:
+        if self.feed.viewers:  # nobody watching: the frames stay in DDS's queue, untouched
+            pairs = self._take_frames()
+            if pairs:
                 self.previewer.submit(pairs[-1])
+
+    def _frame(self, stamp_ns: int) -> RawPair | None:
+        """The pair of ``stamp_ns``: in the buffer already, or among the frames waiting in the tap."""
+        pair = self.frames.get(stamp_ns)
+        if pair is None:
+            self._take_frames()
+            pair = self.frames.get(stamp_ns)
+        return pair
+
+    def _camera_info(self) -> tuple[bytes | None, bytes | None]:
+        """The newest CameraInfo of each camera (the last one taken when none is waiting)."""
+        for key in ('rgb_info', 'depth_info'):
+            taken = self.tap.take(key)
+            if taken:
+                setattr(self.frames, key, taken[-1])
+        return self.frames.rgb_info, self.frames.depth_info
 
     def _on_result(self, msg: DefectResult) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        self.state.count('results_received')
         self.feed.publish(
             'result',
             {
@@ -379,6 +402,7 @@ class ConsoleNode(Node):
                 'fallback_reason': msg.fallback_reason,
                 'latency_ms': float(msg.latency_ms),
             },
+            hold=True,
         )
         item = self.selector.on_result(
             stamp_ns, msg.header.frame_id, msg.source, msg.label, msg.class_names, msg.scores, msg.model_id
@@ -396,7 +420,9 @@ class ConsoleNode(Node):
             with contextlib.suppress(ValueError):
                 values[pair.key] = float(pair.value)
         self.feed.publish(
-            'measurements', {'stamp_ns': stamp_ns, 'rules_label': status.message, 'values': values}
+            'measurements',
+            {'stamp_ns': stamp_ns, 'rules_label': status.message, 'values': values},
+            hold=True,
         )
         item = self.selector.on_rules(stamp_ns, status.message)
         if item is not None:
@@ -405,7 +431,7 @@ class ConsoleNode(Node):
     def _on_label(self, msg: DefectLabel) -> None:
         self.state.on_label(msg.session_id, msg.label)
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        pair = self.frames.get(stamp_ns)
+        pair = self._frame(stamp_ns)
         if pair is None:  # the label came later than frame_buffer_pairs frames: listed without a picture
             self.state.count('captures_without_frame')
             history = self.state.add_capture(Capture(stamp_ns, msg.label, msg.session_id, b''))
@@ -493,13 +519,13 @@ class ConsoleNode(Node):
         self.feed.publish('captures', {'items': history})
 
     def _queue_for_review(self, item: ReviewItem) -> None:
-        pair = self.frames.get(item.stamp_ns)
+        pair = self._frame(item.stamp_ns)
         if pair is None:
             self.state.count('review_without_frame')
             return
-        self._on_disk(self._store_review, REVIEW_WRITES_WAITING, item, pair)
+        self._on_disk(self._store_review, REVIEW_WRITES_WAITING, item, pair, self._camera_info())
 
-    def _store_review(self, item: ReviewItem, pair: RawPair) -> None:
+    def _store_review(self, item: ReviewItem, pair: RawPair, info: tuple[bytes | None, bytes | None]) -> None:
         rgb, depth_m = self._decode(pair)
         preview = render_preview(
             rgb,
@@ -509,11 +535,13 @@ class ConsoleNode(Node):
             self.values['max_depth_dropout'],
             self.values['max_saturated'],
         )
-        admitted = self.review_queue.add(
-            item, pair, preview.rgb_jpeg, preview.depth_jpeg, self.frames.rgb_info, self.frames.depth_info
-        )
+        admitted = self.review_queue.add(item, pair, preview.rgb_jpeg, preview.depth_jpeg, *info)
         self.state.count('review_queued' if admitted else 'review_not_admitted')
         self.feed.publish('review', {'queued': len(self.review_queue), 'changed_ns': time.time_ns()})
+
+    def destroy_node(self) -> None:
+        self.tap.destroy()
+        super().destroy_node()
 
     def close(self) -> None:
         """Stop serving, finish the open review session (a complete bag), stop the threads."""

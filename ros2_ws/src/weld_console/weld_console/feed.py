@@ -4,7 +4,10 @@ ROS callbacks run in the executor's thread, the web server in its own asyncio lo
 is the one crossing point: callbacks :meth:`LiveFeed.publish` messages from any thread, and every
 connected page (:class:`Viewer`) keeps only the newest message of each kind until it is sent. A slow
 browser therefore holds at most one preview, one result and one status, never a growing queue, and
-the camera, labeler and inference never wait for it.
+the camera, labeler and inference never wait for it. Messages published with ``hold=True`` (a result
+and the rules' measurements, 15 a second each) do not wake the loop: they travel with the next
+preview, or ``hold_s`` later at the latest, so the page gets the newest of each a few times a second
+instead of a message per frame.
 """
 
 import asyncio
@@ -50,10 +53,13 @@ def pack_preview(header: Mapping[str, Any], rgb_jpeg: bytes, depth_jpeg: bytes) 
 class LiveFeed:
     """Latest message of each kind, fanned out to the viewers in the web server's loop; thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = 0.2) -> None:
+        self.hold_s = float(hold_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._viewers: set[Viewer] = set()
         self._latest: dict[str, bytes | str] = {}
+        self._held: dict[str, bytes | str] = {}
+        self._flush_due = False
         self._lock = threading.Lock()
         self._viewer_count = 0
 
@@ -80,16 +86,37 @@ class LiveFeed:
         self._viewers.discard(viewer)
         self._viewer_count = len(self._viewers)
 
-    def publish(self, kind: str, message: bytes | Mapping[str, Any]) -> None:
-        """From any thread: remember ``message`` as the newest of ``kind`` and offer it to every page."""
+    def publish(self, kind: str, message: bytes | Mapping[str, Any], hold: bool = False) -> None:
+        """From any thread: remember ``message`` as the newest of ``kind`` and offer it to every page,
+        now, or with the next message that is sent now (``hold``, ``hold_s`` at the latest)."""
         data: bytes | str = message if isinstance(message, bytes) else json.dumps({'type': kind, **message})
+        wake = False
         with self._lock:
             self._latest[kind] = data
+            if not self._viewer_count:  # no page: nothing to send, no wake-up
+                self._held.clear()
+                return
+            if hold:
+                self._held[kind] = data
+                wake, self._flush_due = not self._flush_due, True
+                batch: dict[str, bytes | str] = {}
+            else:
+                batch, self._held = {**self._held, kind: data}, {}
         loop = self._loop
-        if self._viewer_count and loop is not None and not loop.is_closed():  # no page: no wake-up
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                loop.call_soon_threadsafe(self._fan_out, kind, data)
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+            if batch:
+                loop.call_soon_threadsafe(self._fan_out, batch)
+            elif wake:
+                loop.call_soon_threadsafe(loop.call_later, self.hold_s, self._flush)
 
-    def _fan_out(self, kind: str, data: bytes | str) -> None:
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._held, self._flush_due = self._held, {}, False
+        self._fan_out(batch)
+
+    def _fan_out(self, batch: Mapping[str, bytes | str]) -> None:
         for viewer in list(self._viewers):
-            viewer.offer(kind, data)
+            for kind, data in batch.items():
+                viewer.offer(kind, data)
