@@ -57,7 +57,7 @@ class BatchAugmenter:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        x = x.float().clone()
+        x = x.to(torch.float32, copy=True)  # one copy: the batch's own storage, float
         if cfg.flip or cfg.affine_p > 0:
             x = self._geometric(x)
         if self.rgb:
@@ -95,15 +95,15 @@ class BatchAugmenter:
             1,
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        # zeros outside the image: normalised colour at its mean, height 0 and valid 0 (no data)
-        filler = torch.zeros(x.shape[1], device=x.device, dtype=x.dtype)
-        if self.valid is not None:
-            filler[self.valid] = (0.0 - self.valid_norm[0]) / self.valid_norm[1]
-        if not bool(filler.any()):
-            return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-        filler = filler[None, :, None, None]
-        warped = F.grid_sample(x - filler, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
-        return warped.add_(filler)
+        # zeros outside the image: normalised colour at its mean and height 0 as they are; valid 0
+        # (no data) is not a normalised 0, so that one channel is shifted to 0 and back around it
+        filler = 0.0 if self.valid is None else (0.0 - self.valid_norm[0]) / self.valid_norm[1]
+        if filler:
+            x[:, self.valid] -= filler
+        warped = F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
+        if filler:
+            warped[:, self.valid] += filler
+        return warped
 
     def _photometric(self, x: torch.Tensor) -> torch.Tensor:
         """Contrast about the frame's grey level, brightness, per-channel gain and pixel noise.
