@@ -52,7 +52,7 @@ def recipe_parser(prog: str, description: str, defaults_from_file: bool = True) 
     parser.add_argument(
         '--final_epochs',
         type=int,
-        default=20,
+        default=10,
         help="epochs of the release's final run, which continues the held-out run's network on every "
         'session at a quarter of the peak learning rate',
     )

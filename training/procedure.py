@@ -59,7 +59,7 @@ class Recipe:
     seed: int = 0
     threads: int = 0
     retries: int = 1
-    final_epochs: int = 20
+    final_epochs: int = 10
     max_good_fpr: float = 0.05
     good_fpr_confidence: float = GOOD_FPR_CONFIDENCE
 

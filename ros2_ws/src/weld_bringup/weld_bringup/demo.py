@@ -72,7 +72,7 @@ FULL = Plan(
     rules_results=300,
     model_results=300,
     # the default recipe cut to the demo's ten minutes; one attempt (no retries) for the same reason
-    release_args=('--trainer.max_epochs=40', '--final_epochs=10', '--retries=0'),
+    release_args=('--trainer.max_epochs=40', '--retries=0'),
 )
 QUICK = Plan(
     'quick',
@@ -86,7 +86,6 @@ QUICK = Plan(
         '--data.batch_size=8',
         '--model.train_crop=null',
         '--trainer.max_epochs=20',
-        '--final_epochs=10',
         '--retries=0',
     ),
     release_timeout_s=600.0,
