@@ -14,7 +14,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 
-from tests.console.graph import Graph, browser_page, converted_labels, wait_until
+from tests.console.graph import URL_LINE, Graph, browser_page, converted_labels, node_args, wait_until
 from tests.inference.models import write_model
 from weld_core.bag_types import DEFECT_LABEL, weld_typestore
 from weld_core.model_file import ModelError, read_model_info
@@ -292,3 +292,62 @@ def test_beyond_loopback_the_node_requires_a_token_made_with_mode_0600(ros_node:
     finally:
         node.close()
         node.destroy_node()
+
+
+def test_a_renamed_console_keeps_one_node_of_its_name_and_its_tap_follows_topic_remaps(
+    ros_node: Any, spawn_node: Any, tmp_path: Path
+) -> None:
+    """The runner and launch rename nodes (``__node:=``) and may remap topics: the frame tap is a
+    second node that must take neither the console's name nor miss a remapped camera topic."""
+    import asyncio
+
+    import aiohttp
+
+    camera = spawn_node(
+        node_args(
+            'weld_camera.camera_node',
+            'source:=sim',
+            'width:=320',
+            'height:=240',
+            'rate_hz:=10.0',
+            'rgb_topic:=/cell/rgb',
+            'depth_topic:=/cell/depth',
+        ),
+        name='camera',
+    )
+    console = spawn_node(
+        [
+            *node_args(
+                'weld_console.console_node',
+                'port:=0',
+                f'models_dir:={tmp_path / "models"}',
+                f'recording_dir:={tmp_path / "sessions"}',
+                f'export_dir:={tmp_path / "exports"}',
+                f'review_dir:={tmp_path / "review"}',
+                'min_free_space_mb:=0.0',
+            ),
+            '-r',
+            '__node:=site_console',
+            '-r',
+            '/weld/rgb/image_raw:=/cell/rgb',
+            '-r',
+            '/weld/depth/image_raw:=/cell/depth',
+        ],
+        name='console',
+    )
+    found = wait_until(lambda: URL_LINE.search(console.output), 60, 'the console to start')
+    ros_node.wait_for(lambda: 'site_console_frames' in ros_node.node.get_node_names(), 30, 'the tap node')
+    names = ros_node.node.get_node_names()
+    assert names.count('site_console') == 1 and names.count('site_console_frames') == 1, names
+
+    async def first_preview() -> bytes:
+        async with aiohttp.ClientSession() as client, client.ws_connect(f'{found.group(1)}ws') as socket:
+            while True:
+                message = await socket.receive(timeout=30)
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    return message.data
+
+    preview = asyncio.run(first_preview())
+    header = json.loads(preview[4 : 4 + int.from_bytes(preview[:4], 'big')])
+    assert header['width'] == 320 and header['stamp_ns'] > 0, 'a preview of the remapped camera'
+    assert camera.process.poll() is None

@@ -23,7 +23,9 @@ def test_held_messages_wait_for_the_next_sent_one_or_hold_s_and_only_the_newest_
         await asyncio.wait_for(viewer.ready.wait(), 1.0)
         sent = viewer.take()
         assert kinds(sent) == ['result', 'status']
-        assert {'type': 'result', 'n': 4} in [json.loads(message) for message in sent], 'the newest result only'
+        assert {'type': 'result', 'n': 4} in [json.loads(message) for message in sent], (
+            'the newest result only'
+        )
 
         await asyncio.sleep(0.4)  # the flush the first held result scheduled has passed
         started = asyncio.get_running_loop().time()

@@ -312,10 +312,10 @@ class ConsoleNode(Node):
             self.get_namespace(),
             self.context,
             {
-                'rgb': (Image, values['rgb_topic'], IMAGE_QOS),
-                'depth': (Image, values['depth_topic'], IMAGE_QOS),
-                'rgb_info': (CameraInfo, values['rgb_info_topic'], INFO_QOS),
-                'depth_info': (CameraInfo, values['depth_info_topic'], INFO_QOS),
+                'rgb': (Image, self.resolve_topic_name(values['rgb_topic']), IMAGE_QOS),
+                'depth': (Image, self.resolve_topic_name(values['depth_topic']), IMAGE_QOS),
+                'rgb_info': (CameraInfo, self.resolve_topic_name(values['rgb_info_topic']), INFO_QOS),
+                'depth_info': (CameraInfo, self.resolve_topic_name(values['depth_info_topic']), INFO_QOS),
             },
         )
         self.create_timer(1.0 / values['preview_rate_hz'], self._guarded(self._preview_tick))

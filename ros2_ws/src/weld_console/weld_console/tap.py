@@ -5,8 +5,12 @@ message, 15 times a second per camera topic, although the console needs a frame 
 times a second (a preview while a page watches, the frame of a label or of a result worth
 reviewing). :class:`Tap` subscribes from a node of its own that no executor spins: the DDS reader
 keeps the newest ``depth`` messages of each topic (KEEP_LAST) and :meth:`Tap.take` empties them,
-raw, when the console asks. Taking is what ``rclpy.wait_for_message`` does (Humble's API), from the
-one thread that calls it (the console's executor thread).
+raw, when the console asks. Taking is what rclpy's own executor does with a ready subscription
+(``Subscription.handle.take_message``, the same in Humble's rclpy 3.3), here from the one thread
+that calls :meth:`Tap.take` (the console's executor thread).
+
+The tap's node ignores the process's command-line arguments, so a launch's ``__node:=`` rename
+does not give it the console's name; its topics come fully resolved (remapped) from the console.
 """
 
 from typing import Any
@@ -21,7 +25,7 @@ def _never_called(_: Any) -> None:  # pragma: no cover - no executor spins a tap
 
 
 class Tap:
-    """Raw subscriptions taken from on demand; ``topics`` maps a key to (type, topic, QoS)."""
+    """Raw subscriptions taken from on demand; ``topics`` maps a key to (type, resolved topic, QoS)."""
 
     def __init__(
         self, node_name: str, namespace: str, context: Context, topics: dict[str, tuple[Any, str, QoSProfile]]
@@ -30,6 +34,7 @@ class Tap:
             node_name,
             namespace=namespace,
             context=context,
+            use_global_arguments=False,
             start_parameter_services=False,
             enable_rosout=False,
         )
