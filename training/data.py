@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm import tqdm
 
 from training.dataset import ARRAYS, CACHE, RowFile, load_manifest, write_rows
@@ -111,7 +111,8 @@ class CachedInputs:
 
 
 class InputDataset(Dataset):
-    """(input, label) pairs of :class:`CachedInputs`: the float16 input and its class index."""
+    """(input, label) pairs of :class:`CachedInputs`: the float16 input and its class index, or for a
+    list of indices the stacked batch (read straight into one array: no per-item tensors to collate)."""
 
     def __init__(self, inputs: CachedInputs, labels: np.ndarray) -> None:
         self.inputs, self.labels = inputs, torch.from_numpy(labels)
@@ -119,8 +120,24 @@ class InputDataset(Dataset):
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(index, (int, np.integer)):
+            index = [int(i) for i in index]
         return torch.from_numpy(self.inputs[index]), self.labels[index]
+
+
+def batch_loader(
+    dataset: Dataset, sampler: Any, batch_size: int, drop_last: bool, workers: int
+) -> DataLoader:
+    """Batches of ``dataset`` in ``sampler``'s order, each read as one batch (the same batches as
+    ``DataLoader(batch_size=...)`` with that sampler; under DDP Lightning splits them by batch)."""
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=BatchSampler(sampler, batch_size, drop_last),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 class WeldDataModule(pl.LightningDataModule):
@@ -227,20 +244,13 @@ class WeldDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets['train']
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams['batch_size'],
-            shuffle=True,
-            num_workers=self.hparams['num_workers'],
-            persistent_workers=self.hparams['num_workers'] > 0,
-            drop_last=len(dataset) > self.hparams['batch_size'],
+        size = int(self.hparams['batch_size'])
+        return batch_loader(
+            dataset, RandomSampler(dataset), size, len(dataset) > size, self.hparams['num_workers']
         )
 
     def val_dataloader(self) -> DataLoader:
         """The validation split, or the test split when there is none (curves only)."""
-        return DataLoader(
-            self.datasets['val'] if len(self.datasets['val']) else self.datasets['test'],
-            batch_size=max(64, self.hparams['batch_size']),
-            num_workers=self.hparams['num_workers'],
-            persistent_workers=self.hparams['num_workers'] > 0,
-        )
+        dataset = self.datasets['val'] if len(self.datasets['val']) else self.datasets['test']
+        size = max(64, int(self.hparams['batch_size']))
+        return batch_loader(dataset, SequentialSampler(dataset), size, False, self.hparams['num_workers'])

@@ -40,7 +40,7 @@ def main(dataset: str, out: str) -> None:
         'world_size': trainer.world_size,
         'steps': trainer.global_step,
         'train_frames': len(data.splits['train']),
-        'indices': [int(i) for i in sampler],
+        'batches': [[int(i) for i in batch] for batch in sampler],
         'weights': [float(p.double().sum()) for p in model.parameters()],
     }
     Path(out).mkdir(parents=True, exist_ok=True)

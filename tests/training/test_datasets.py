@@ -197,9 +197,13 @@ def test_the_loaders_work_under_ddp_with_two_cpu_processes(tiny_dataset: Path, t
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / 'out' / f'rank{r}.json').read_text()) for r in (0, 1)]
     assert [r['world_size'] for r in ranks] == [2, 2] and [r['rank'] for r in ranks] == [0, 1]
-    seen = [set(r['indices']) for r in ranks]
-    # each process reads its own half of the training frames; together they cover every one
-    assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == ranks[0]['train_frames']
+    batches = [[tuple(batch) for batch in r['batches']] for r in ranks]
+    assert len(batches[0]) == len(batches[1]) and {len(b) for rank in batches for b in rank} == {4}
+    # each process reads its own batches (the shorter rank padded with one of the other's); together
+    # they hold every full batch of the epoch
+    frames = [{i for batch in rank for i in batch} for rank in batches]
+    assert len(frames[0] | frames[1]) == ranks[0]['train_frames'] // 4 * 4
+    assert len(set(batches[0]) & set(batches[1])) <= 1
     assert ranks[0]['steps'] == ranks[1]['steps'] == 2
     assert ranks[0]['weights'] == pytest.approx(ranks[1]['weights'])  # DDP kept the copies equal
     # and `weld-train fit --trainer.devices 2`: both processes train, rank 0 alone writes and reports
