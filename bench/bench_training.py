@@ -1,6 +1,7 @@
 """Training benchmark on recorded sessions (default ../shared/datasets/weldsim); prints figures.
 
-    .venv/bin/python bench/bench_training.py [--data DIR] [--seeds 10] [--jobs 1] [--out DIR] [-- OPTIONS]
+    .venv/bin/python bench/bench_training.py [--data DIR] [--seeds 10] [--first-seed 0] [--jobs 1]
+        [--out DIR] [-- OPTIONS]
 
 1. convert throughput (pairs/s) next to rosbags' plain read + decode of the same bags (one process,
    deserialise + decode colour and depth, nothing written), measured in this run;
@@ -89,6 +90,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--data', type=Path, default=DEFAULT_DATA)
     parser.add_argument('--seeds', type=int, default=10, help='releases to run, with seeds 0, 1, ...')
+    parser.add_argument(
+        '--first-seed', type=int, default=0, help='the first seed (to go on with a stopped run)'
+    )
     parser.add_argument('--out', type=Path, default=Path(tempfile.gettempdir()) / 'weld-bench')
     parser.add_argument(
         '--jobs',
@@ -121,7 +125,10 @@ def main() -> int:
         print(f'{jobs} releases at once, each with {options[0]}')
     rows = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(release_once, dataset, args.out, seed, options) for seed in range(args.seeds)]
+        futures = [
+            pool.submit(release_once, dataset, args.out, seed, options)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
+        ]
         for future in as_completed(futures):
             row = future.result()
             rows.append(row)
