@@ -113,6 +113,8 @@ def test_live_view_updates_and_key_2_with_burst_5_records_5_porosity_pairs(
 
         # continuous labelling from the page: on with a class key, off with the toggle
         page.check('#continuous')
+        page.wait_for_timeout(2500)  # status pushes (1 s) while no class is chosen must not undo the toggle
+        assert page.is_checked('#continuous')
         page.click('h3')
         page.keyboard.press('4')
         message(page, 'labelling every pair gap')

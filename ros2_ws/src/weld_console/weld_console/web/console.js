@@ -12,6 +12,7 @@ let reviewItems = [];
 let lastModelId = null;
 let lastActiveSession = null;
 let sessionsTimer = 0;
+let continuousWanted = null; // the continuous toggle as set here, until the labeler's status agrees
 
 function takeTokenFromAddress() {
   const match = location.hash.match(/token=([^&]+)/);
@@ -154,7 +155,11 @@ function onStatus(status) {
     ? `${labeler.session_pairs_recorded} pairs recorded${counts ? ` (${counts})` : ''}` : '';
   $('continuous-state').textContent = labeler.continuous_label
     ? `labelling every pair ${labeler.continuous_label}` : '';
-  $('continuous').checked = Boolean(labeler.continuous_label);
+  // the toggle follows the labeler, except while a change made here is not in its status yet (checked
+  // with no class pressed yet, or just cleared): a status sent before it must not undo it
+  const continuousOn = Boolean(labeler.continuous_label);
+  if (continuousWanted === continuousOn) continuousWanted = null;
+  $('continuous').checked = continuousWanted ?? continuousOn;
   if (inference.model_id !== lastModelId) {
     lastModelId = inference.model_id; // the node switched models: the panel follows
     if (currentTab === 'models') loadModels();
@@ -256,6 +261,7 @@ async function stopSession() {
 }
 
 async function toggleContinuous() {
+  continuousWanted = $('continuous').checked;
   if (!$('continuous').checked) sayAnswer(await api('POST', '/api/continuous', { label: '' }));
   else say('continuous: press a class to label every pair with it');
 }
