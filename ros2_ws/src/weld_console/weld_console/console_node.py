@@ -303,6 +303,7 @@ class ConsoleNode(Node):
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix='console-disk')
         self._disk_waiting: Counter[str] = Counter()
         self._preview_seq = 0
+        self._infos: dict[str, bytes | None] = {'rgb_info': None, 'depth_info': None}  # last taken
         self._typestore = weld_typestore()
         self._labeler_id = '/' + values['labeler_node'].strip('/')
         self._inference_id = '/' + values['inference_node'].strip('/')
@@ -380,11 +381,11 @@ class ConsoleNode(Node):
 
     def _camera_info(self) -> tuple[bytes | None, bytes | None]:
         """The newest CameraInfo of each camera (the last one taken when none is waiting)."""
-        for key in ('rgb_info', 'depth_info'):
+        for key in self._infos:
             taken = self.tap.take(key)
             if taken:
-                setattr(self.frames, key, taken[-1])
-        return self.frames.rgb_info, self.frames.depth_info
+                self._infos[key] = taken[-1]
+        return self._infos['rgb_info'], self._infos['depth_info']
 
     def _on_result(self, msg: DefectResult) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)

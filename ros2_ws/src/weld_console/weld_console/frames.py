@@ -1,10 +1,10 @@
 """The most recent camera frame pairs, kept as the CDR bytes DDS delivered.
 
-The console subscribes raw (no deserialisation per frame: at 15 Hz VGA that would cost more than
-everything else it does); a pair is decoded only when a preview, a capture thumbnail or a review
-item needs it. Pairs are matched by header stamp (``weld_core.pairing``, the labeler's and the
-inference node's rule) and the last ``capacity`` pairs are kept, so a DefectResult or a DefectLabel
-that arrives a little after its frame still finds it.
+The console takes frames raw from DDS's queue only when it needs a pair (``weld_console.tap``: no
+deserialisation per frame, no Python per frame it does not use); a pair is decoded only when a
+preview, a capture thumbnail or a review item needs it. Pairs are matched by header stamp
+(``weld_core.pairing``, the labeler's and the inference node's rule) and the last ``capacity`` pairs
+are kept, so a DefectResult or a DefectLabel that arrives a little after its frame still finds it.
 """
 
 import threading
@@ -36,8 +36,6 @@ class FrameBuffer:
         self._pairer: FramePairer[Frame] = FramePairer(int(slop_ns))
         self._pairs: OrderedDict[int, RawPair] = OrderedDict()
         self._lock = threading.Lock()
-        self.rgb_info: bytes | None = None
-        self.depth_info: bytes | None = None
         self.rejected = 0
 
     def add_rgb(self, data: bytes) -> list[RawPair]:
