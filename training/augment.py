@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 
 from weld_core.preprocess import RGB_CHANNELS, Preprocessor
 
-SURFACE_CHANNELS = ('height', 'relief', 'relief_min', 'relief_max', 'pits', 'bumps')
+SURFACE_CHANNELS = ('height', 'relief')
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class AugmentConfig:
     rgb_noise: float = 0.02
     height_scale: tuple[float, float] = (0.85, 1.15)
     depth_noise_mm: float = 0.03
-    # white noise belongs on the per-pixel height only: the band-passed channels (relief, top-hats)
-    # carry a fifth of a sensor's pixel noise, smoothed, and white specks there look like spatter
+    # white noise belongs on the per-pixel height only: the band-passed relief carries a fifth of a
+    # sensor's pixel noise, smoothed, and white specks there look like spatter
     depth_noise_channels: tuple[str, ...] = ('height',)
     pixel_dropout: float = 0.03
     blob_dropout: float = 0.03

@@ -27,7 +27,7 @@ from weld_core.classes import check_class_list
 from weld_core.preprocess import DEFAULT_NORMALIZATION, Preprocessor, expand_channels
 
 # Preprocessor settings a config may change (``data.preprocess``); they travel in the ONNX metadata
-PREPROCESS_SETTINGS = ('height_clip_mm', 'relief_sigma_px', 'relief_denoise_px', 'tophat_px')
+PREPROCESS_SETTINGS = ('height_clip_mm', 'relief_sigma_px', 'relief_denoise_px')
 
 
 def make_preprocessor(
@@ -149,7 +149,7 @@ class WeldDataModule(pl.LightningDataModule):
             weld_core.preprocess for the list.
         input_size: (height, width) the frames are resized to before preprocessing.
         preprocess: preprocessing settings that differ from weld_core's defaults (height_clip_mm,
-            relief_sigma_px, relief_denoise_px, tophat_px); they travel in the model file.
+            relief_sigma_px, relief_denoise_px); they travel in the model file.
         batch_size: training batch size.
         num_workers: data-loader worker processes (0: in the training process).
         val_sessions: sessions of the validation split (null: the dataset's own split).

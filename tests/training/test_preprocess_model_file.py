@@ -1,6 +1,7 @@
 """The shared preprocessing and the ONNX model loader (runtime side, no torch needed by the code)."""
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -45,20 +46,17 @@ def test_height_is_measured_from_the_fitted_plate_whatever_its_tilt() -> None:
     assert plane is not None and plane[0] == pytest.approx(4e-5, rel=1e-3)
 
 
-def test_downscaled_input_keeps_small_pits_and_bumps_visible() -> None:
+def test_downscaled_input_keeps_small_pores_and_droplets_in_the_relief() -> None:
     ys, xs = np.mgrid[0:240, 0:320].astype(np.float32)
     depth = (0.1 + 4e-5 * xs + 2e-5 * ys).astype(np.float32)
     depth[101:104, 101:104] += 1e-3  # a pore of 3x3 pixels (about 1 mm), 1 mm deep
     depth[200:203, 40:43] -= 1e-3  # a spatter droplet, 1 mm high
     rgb = np.zeros((240, 320, 3), np.uint8)
-    names = ('relief', 'relief_min', 'pits', 'bumps')
-    pre = Preprocessor(input_size=(120, 160), channels=names, normalization=dict.fromkeys(names, (0.0, 1.0)))
-    relief, deepest, pits, bumps = pre(rgb, depth)
+    pre = Preprocessor(input_size=(120, 160), channels=('relief',), normalization={'relief': (0.0, 1.0)})
+    (relief,) = pre(rgb, depth)
     assert relief[51, 51] < -0.1  # area averaging keeps it; a nearest-neighbour resize could skip it
-    assert deepest[51, 51] < relief[51, 51] - 0.05  # the block minimum keeps more of its depth
-    assert pits[51, 51] > 0.4 and bumps[51, 51] < 0.05
-    assert bumps[100, 20] > 0.4 and pits[100, 20] < 0.05
-    assert pits[10:40, 120:150].max() < 0.05 and bumps[10:40, 120:150].max() < 0.05  # flat plate
+    assert relief[100, 20] > 0.1
+    assert np.abs(relief[10:40, 120:150]).max() < 0.01  # flat plate
 
 
 def test_metadata_round_trip_and_bad_metadata() -> None:
@@ -80,6 +78,62 @@ def test_metadata_round_trip_and_bad_metadata() -> None:
         Preprocessor.from_metadata({**pre.to_metadata(), 'preprocess_version': '99'})
     with pytest.raises(PreprocessError, match='not registered'):
         pre(np.zeros((10, 20, 3), np.uint8), np.zeros((20, 10), np.float32))
+
+
+# what weld_core wrote for preprocess_version 2 (rgb,depth at 24x32): still read, tophat_px ignored
+VERSION_2_METADATA = {
+    'input_channels': 'r,g,b,height,relief,valid',
+    'input_size': '24x32',
+    'normalization': json.dumps(
+        {
+            'r': [0.5, 0.25],
+            'g': [0.5, 0.25],
+            'b': [0.5, 0.25],
+            'height': [0.0, 1.0],
+            'relief': [0.0, 0.1],
+            'valid': [0.0, 1.0],
+        }
+    ),
+    'depth_units': 'm',
+    'depth_range_m': '0.03,2',
+    'height_clip_mm': '8',
+    'relief_sigma_px': '4',
+    'relief_denoise_px': '1.5',
+    'tophat_px': '9',
+    'plane_fit': 'robust_plane',
+    'preprocess_version': '2',
+}
+
+
+def test_metadata_is_version_3_without_tophat_px() -> None:
+    metadata = Preprocessor(input_size=(24, 32), channels=expand_channels('rgb,depth')).to_metadata()
+    assert metadata['preprocess_version'] == '3' and 'tophat_px' not in metadata
+    assert metadata == {key: value for key, value in VERSION_2_METADATA.items() if key != 'tophat_px'} | {
+        'preprocess_version': '3'
+    }
+
+
+def test_version_2_metadata_without_removed_channels_gives_the_same_inputs() -> None:
+    old = Preprocessor.from_metadata(VERSION_2_METADATA)
+    new = Preprocessor(input_size=(24, 32), channels=expand_channels('rgb,depth'))
+    assert old == new
+    for size in ((24, 32), (48, 64)):  # the input size and a larger camera frame (area path)
+        rgb, depth = _tilted_plate_with_bump(1.0)
+        rgb = cv2.resize(rgb, size[::-1], interpolation=cv2.INTER_AREA)
+        depth = cv2.resize(depth, size[::-1], interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(old(rgb, depth), new(rgb, depth))
+
+
+@pytest.mark.parametrize('removed', ['relief_min', 'relief_max', 'pits', 'bumps'])
+def test_version_2_metadata_with_a_removed_channel_is_refused(removed: str) -> None:
+    metadata = {**VERSION_2_METADATA, 'input_channels': f'r,g,b,height,relief,{removed},valid'}
+    norm = json.loads(metadata['normalization']) | {removed: [0.0, 0.2]}
+    metadata['normalization'] = json.dumps(norm)
+    expected = (
+        f"input channel '{removed}' was removed in preprocess_version 3: retrain or use an older weld_core"
+    )
+    with pytest.raises(PreprocessError, match=re.escape(expected)):
+        Preprocessor.from_metadata(metadata)
 
 
 def _write_model(

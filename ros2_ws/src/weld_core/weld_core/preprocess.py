@@ -16,11 +16,8 @@ Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``luma_detail`` (the grey level's band-pass, 1 and
 3 px, in units of the frame's own detail noise: the small highlights and dark dots of spatter
 droplets and pores whatever the exposure), ``height`` (mm above the plate), ``relief`` (mm
-above the local surface), ``relief_min`` / ``relief_max`` (the deepest pit / highest bump of the
-relief within each input pixel's block of sensor pixels), ``pits`` / ``bumps`` (black / white
-morphological top-hat of the height, mm: cavities and raised specks narrower than ``tophat_px``
-sensor pixels, block maximum) and ``valid`` (share of sensor pixels with depth). ``rgb`` and
-``depth`` are accepted as shorthands for ``r,g,b`` and ``height,relief,valid``.
+above the local surface) and ``valid`` (share of sensor pixels with depth). ``rgb`` and ``depth``
+are accepted as shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
 
 import json
@@ -37,18 +34,17 @@ from weld_core.fitting import least_squares_3, median
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
 # channels computed from the colour image: the network's colour branch takes them with r, g, b
 COLOUR_CHANNELS: tuple[str, ...] = (*RGB_CHANNELS, 'luma_detail')
-DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'relief_min', 'relief_max', 'pits', 'bumps', 'valid')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'valid')
 ALL_CHANNELS: tuple[str, ...] = COLOUR_CHANNELS + DEPTH_CHANNELS
-_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
-# how a depth feature is brought down to the input size: block min/max keep a one-pixel pit or
-# bump at full strength, the rest are area averages
-_POOLING = {'relief_min': 'min', 'relief_max': 'max', 'pits': 'max', 'bumps': 'max'}
-# channels that keep the extreme of each block of sensor pixels: they need the sensor's resolution
-BLOCK_CHANNELS: tuple[str, ...] = tuple(_POOLING)
+_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': DEPTH_CHANNELS}
 
 # 2: a depth image larger than the input is brought to the input size (masked area average) before
-# the depth features when no block-pooled channel is asked for (1 computed them at the sensor's size)
-PREPROCESS_VERSION = '2'
+# the depth features (1 computed them at the sensor's size)
+# 3: the block-pooled channels and their ``tophat_px`` setting are gone; the other channels are
+# computed as in 2, so a version-2 file that lists none of them is read as well
+PREPROCESS_VERSION = '3'
+_READABLE_VERSIONS: tuple[str, ...] = ('2', PREPROCESS_VERSION)
+_REMOVED_CHANNELS: tuple[str, ...] = ('relief_min', 'relief_max', 'pits', 'bumps')
 
 
 # Neutral normalisation: colour 0..1 -> about -1..1, heights in mm kept in their unit (a few mm).
@@ -58,10 +54,6 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'b': (0.5, 0.25),
     'height': (0.0, 1.0),
     'relief': (0.0, 0.1),
-    'relief_min': (0.0, 0.1),
-    'relief_max': (0.0, 0.1),
-    'pits': (0.0, 0.2),
-    'bumps': (0.0, 0.2),
     'luma_detail': (0.0, 3.0),
     'valid': (0.0, 1.0),
 }
@@ -87,26 +79,9 @@ PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'height_clip_mm',
     'relief_sigma_px',
     'relief_denoise_px',
-    'tophat_px',
     'plane_fit',
     'preprocess_version',
 )
-
-
-def _pool(plane: np.ndarray, size: tuple[int, int], how: str) -> np.ndarray:
-    """Bring ``plane`` to ``size`` (H, W) by block mean (area), min or max."""
-    height, width = size
-    rows, cols = plane.shape
-    if (rows, cols) == (height, width):
-        return plane
-    if how == 'mean':
-        return cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
-    if rows % height == 0 and cols % width == 0:
-        blocks = plane.reshape(height, rows // height, width, cols // width)
-        return blocks.min((1, 3)) if how == 'min' else blocks.max((1, 3))
-    kernel = np.ones((int(np.ceil(rows / height)), int(np.ceil(cols / width))), np.uint8)
-    filtered = cv2.erode(plane, kernel) if how == 'min' else cv2.dilate(plane, kernel)
-    return cv2.resize(filtered, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 class PreprocessError(WeldError, ValueError):
@@ -191,7 +166,6 @@ class Preprocessor:
     height_clip_mm: float = 8.0
     relief_sigma_px: float = 4.0
     relief_denoise_px: float = 1.5
-    tophat_px: int = 9
 
     DEPTH_UNITS: ClassVar[str] = 'm'
     PLANE_FIT: ClassVar[str] = 'robust_plane'
@@ -219,9 +193,6 @@ class Preprocessor:
         object.__setattr__(self, 'depth_range_m', (near, far))
         if self.height_clip_mm <= 0 or self.relief_sigma_px <= 0 or self.relief_denoise_px < 0:
             raise PreprocessError('height_clip_mm and relief_sigma_px must be > 0, relief_denoise_px >= 0')
-        if not 3 <= int(self.tophat_px) <= 63:
-            raise PreprocessError(f'tophat_px must be 3..63, got {self.tophat_px}')
-        object.__setattr__(self, 'tophat_px', int(self.tophat_px))
         if self.relief_denoise_px >= self.relief_sigma_px:
             raise PreprocessError('relief_denoise_px must be smaller than relief_sigma_px')
 
@@ -245,22 +216,30 @@ class Preprocessor:
             'height_clip_mm': f'{self.height_clip_mm:g}',
             'relief_sigma_px': f'{self.relief_sigma_px:g}',
             'relief_denoise_px': f'{self.relief_denoise_px:g}',
-            'tophat_px': str(self.tophat_px),
             'plane_fit': self.PLANE_FIT,
             'preprocess_version': PREPROCESS_VERSION,
         }
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> 'Preprocessor':
+        """The Preprocessor a model file's metadata describes; version 2 is read too (its ``tophat_px``
+        is ignored) unless it lists a channel that version 3 removed."""
         missing = [key for key in PREPROCESS_METADATA_KEYS if key not in metadata]
         if missing:
             raise PreprocessError(f'preprocessing metadata lacks {", ".join(missing)}')
         version = metadata['preprocess_version']
-        if version != PREPROCESS_VERSION:
+        if version not in _READABLE_VERSIONS:
+            known = ', '.join(repr(v) for v in _READABLE_VERSIONS)
             raise PreprocessError(
                 f'preprocess_version {version!r} is not supported by this weld_core '
-                f'(it knows {PREPROCESS_VERSION!r}): update weld_core or re-export the model'
+                f'(it knows {known}): update weld_core or re-export the model'
             )
+        for name in (part.strip() for part in str(metadata['input_channels']).split(',')):
+            if name in _REMOVED_CHANNELS:
+                raise PreprocessError(
+                    f'input channel {name!r} was removed in preprocess_version 3: '
+                    'retrain or use an older weld_core'
+                )
         if metadata['depth_units'] != cls.DEPTH_UNITS:
             raise PreprocessError(f'depth_units must be {cls.DEPTH_UNITS!r}, got {metadata["depth_units"]!r}')
         if metadata['plane_fit'] != cls.PLANE_FIT:
@@ -273,7 +252,6 @@ class Preprocessor:
             height_clip_mm = float(metadata['height_clip_mm'])
             relief_sigma_px = float(metadata['relief_sigma_px'])
             relief_denoise_px = float(metadata['relief_denoise_px'])
-            tophat_px = int(metadata['tophat_px'])
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             raise PreprocessError(f'malformed preprocessing metadata: {exc}') from exc
         return cls(
@@ -284,7 +262,6 @@ class Preprocessor:
             height_clip_mm=height_clip_mm,
             relief_sigma_px=relief_sigma_px,
             relief_denoise_px=relief_denoise_px,
-            tophat_px=tophat_px,
         )
 
     # --- the transform ---------------------------------------------------------------------
@@ -301,20 +278,13 @@ class Preprocessor:
         return masked, cv2.threshold(masked, 0.0, 1.0, cv2.THRESH_BINARY)[1]
 
     def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
-        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution.
-
-        ``pits`` and ``bumps`` (two morphological passes) are added only when the channels ask
-        for them: the inference node runs this on every frame.
-        """
+        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution."""
         masked, weight = self._masked_depth(np.asarray(depth_m, dtype=np.float32))
         valid = weight > 0
         plane = fit_plate_plane(masked, valid)
         if plane is None:
             empty = np.zeros(masked.shape, np.float32)
-            features = {'height': empty, 'relief': empty, 'valid': empty}
-            if 'pits' in self.channels or 'bumps' in self.channels:
-                features['pits'] = features['bumps'] = empty
-            return features
+            return {'height': empty, 'relief': empty, 'valid': empty}
         rows, cols = masked.shape
         a, b, c = plane
         height_mm = (np.arange(cols, dtype=np.float32)[None, :] * np.float32(a)) + (
@@ -336,16 +306,7 @@ class Preprocessor:
         )
         relief_mm = np.subtract(detail, surface)
         relief_mm *= weight
-        features = {'height': height_mm, 'relief': relief_mm, 'valid': weight}
-        if 'pits' in self.channels or 'bumps' in self.channels:
-            # morphological top-hats: pits (pores, grooves) and bumps (spatter) narrower than the
-            # kernel, measured against the surrounding surface; no-data pixels take the smooth
-            # surface so a dropout is not mistaken for a pit
-            filled = np.where(valid, detail, surface).astype(np.float32)
-            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.tophat_px, self.tophat_px))
-            for name, operation in (('pits', cv2.MORPH_BLACKHAT), ('bumps', cv2.MORPH_TOPHAT)):
-                features[name] = cv2.morphologyEx(filled, operation, kernel) * weight
-        return features
+        return {'height': height_mm, 'relief': relief_mm, 'valid': weight}
 
     def _area_depth(self, depth_m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Depth averaged over the valid sensor pixels of each input pixel, and the valid share."""
@@ -369,12 +330,10 @@ class Preprocessor:
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB + HxW float32 metres (0 = no data) -> (C, H, W) float32, normalised.
 
-        With a block-pooled channel (``relief_min``, ``relief_max``, ``pits``, ``bumps``) the depth
-        features are computed at the sensor's resolution and then pooled to ``input_size`` (area
-        average; block min/max): a pore of two pixels survives the downscaling instead of vanishing
-        between the samples of a resize. Otherwise a larger depth image is first averaged down to
-        ``input_size`` over its valid pixels (``valid`` = their share), and the features are
-        computed there, so their scales in pixels do not depend on the camera's resolution.
+        A depth image larger than ``input_size`` is first averaged down to it over its valid pixels
+        (``valid`` = their share), and the features are computed there, so their scales in pixels do
+        not depend on the camera's resolution; any other size has its features computed at its own
+        size and then area-resized.
         """
         self._check_inputs(rgb, depth_m)
         height, width = self.input_size
@@ -392,8 +351,7 @@ class Preprocessor:
             if 'luma_detail' in index:
                 self._normalise(luma_detail(rgb), 'luma_detail', out[index['luma_detail']])
         if self.uses_depth:
-            larger = depth_m.shape[0] > height and depth_m.shape[1] > width
-            if larger and not any(name in BLOCK_CHANNELS for name in self.channels):
+            if depth_m.shape[0] > height and depth_m.shape[1] > width:
                 # features at the input size: the relief scales (in pixels) then mean the same for a
                 # VGA camera as for the 320x240 frames a model was trained on, at a quarter of the cost
                 small, share = self._area_depth(depth_m, (height, width))
@@ -401,10 +359,11 @@ class Preprocessor:
                 features['valid'] = share * features['valid']
             else:
                 features = self.depth_features(depth_m)
-            features['relief_min'] = features['relief_max'] = features['relief']
             for name in self.channels:
                 if name in features:
-                    plane = _pool(features[name], (height, width), _POOLING.get(name, 'mean'))
+                    plane = features[name]
+                    if plane.shape != (height, width):
+                        plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_AREA)
                     self._normalise(plane, name, out[index[name]])
         return out
 
