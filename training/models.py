@@ -36,8 +36,10 @@ class CompactFusionNet(nn.Module):
     A colour stem and a depth stem (a ``patch`` x ``patch`` stride-``patch`` projection, or 3x3
     convolutions at the input resolution for ``patch`` 1) are concatenated and followed by plain
     3x3 stages, each halving the resolution: dense 3x3 convolutions train and run faster on CPUs
-    than depthwise ones at these widths. Global average and max pooling feed the classifier, max so
-    that one small defect is not averaged away by an otherwise clean frame.
+    than depthwise ones at these widths. The classifier reads the last stage's global average and
+    the global maximum of every stage: one pore or droplet a few pixels wide is the strongest
+    response of an early stage, where it is neither averaged away by an otherwise clean frame nor
+    has to survive every later stage, and its detector gets the loss's gradient directly.
     """
 
     def __init__(
@@ -63,18 +65,21 @@ class CompactFusionNet(nn.Module):
         )
         for number, idx in enumerate(branches):
             self.register_buffer(f'branch_{number}', torch.tensor(idx), persistent=False)
-        layers: list[nn.Module] = []
+        self.stages = nn.ModuleList()
         cin = stem_width * len(branches)
         for cout in stage_widths:
-            layers += _stage(cin, cout)
+            self.stages.append(_stage(cin, cout))
             cin = cout
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * cin, num_classes))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin + sum(stage_widths), num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = [stem(x[:, getattr(self, f'branch_{n}')]) for n, stem in enumerate(self.stems)]
-        fused = self.features(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
-        return self.head(torch.cat([fused.mean((2, 3)), fused.amax((2, 3))], 1))
+        x = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        peaks = []
+        for stage in self.stages:
+            x = stage(x)
+            peaks.append(x.amax((2, 3)))
+        return self.head(torch.cat([x.mean((2, 3)), *peaks], 1))
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int]) -> dict[str, float]:
