@@ -110,6 +110,11 @@ def expand_channels(names: Sequence[str] | str) -> tuple[str, ...]:
         if not item:
             continue
         for name in _SHORTHANDS.get(item, (item,)):
+            if name in _REMOVED_CHANNELS:
+                raise PreprocessError(
+                    f'input channel {name!r} was removed in preprocess_version 3: '
+                    'retrain or use an older weld_core'
+                )
             if name not in ALL_CHANNELS:
                 raise PreprocessError(
                     f'unknown input channel {name!r}: use {", ".join(ALL_CHANNELS)} (or rgb, depth)'
@@ -234,12 +239,6 @@ class Preprocessor:
                 f'preprocess_version {version!r} is not supported by this weld_core '
                 f'(it knows {known}): update weld_core or re-export the model'
             )
-        for name in (part.strip() for part in str(metadata['input_channels']).split(',')):
-            if name in _REMOVED_CHANNELS:
-                raise PreprocessError(
-                    f'input channel {name!r} was removed in preprocess_version 3: '
-                    'retrain or use an older weld_core'
-                )
         if metadata['depth_units'] != cls.DEPTH_UNITS:
             raise PreprocessError(f'depth_units must be {cls.DEPTH_UNITS!r}, got {metadata["depth_units"]!r}')
         if metadata['plane_fit'] != cls.PLANE_FIT:
