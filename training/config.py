@@ -68,7 +68,7 @@ def recipe_parser(prog: str, description: str, defaults_from_file: bool = True) 
         default=0.8,
         help='how sure the held-out frames must make max_good_fpr (upper confidence bound; 0: as seen)',
     )
-    parser.add_argument('--trainer.max_epochs', type=int, default=60, help='epochs of a run from scratch')
+    parser.add_argument('--trainer.max_epochs', type=int, default=80, help='epochs of a run from scratch')
     parser.add_argument(
         '--trainer.accelerator', type=str, default='auto', help='cpu, gpu or auto (Lightning accelerator)'
     )
