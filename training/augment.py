@@ -1,10 +1,9 @@
 """Batch augmentation on preprocessed inputs that respects the sensor.
 
 Geometric transforms move every channel together (colour and depth stay registered); photometric
-changes touch the colour channels only; the depth channels get a change of bead height scale (the
-``fill`` share is scale-free and keeps its values) and dropout of pixels and blobs (marked invalid
-and 0 in every depth channel, as the sensor would report them), and the height gets white
-sensor-like pixel noise (the band-passed channels do not: see ``depth_noise_channels``).
+changes touch the colour channels only; the depth channels get a change of bead height scale and
+dropout of pixels and blobs (marked invalid, as the sensor would report them), and the height gets
+white sensor-like pixel noise (the band-passed channels do not: see ``depth_noise_channels``).
 Runs on whole batches on the training device, so it costs no data-loader time.
 """
 
@@ -17,8 +16,6 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 from weld_core.preprocess import RGB_CHANNELS, Preprocessor
 
 SURFACE_CHANNELS = ('height', 'relief')
-# depth channels that are shares, not millimetres: dropped with the rest, not scaled
-SHARE_CHANNELS = ('fill',)
 
 
 @dataclass(frozen=True)
@@ -48,12 +45,10 @@ class BatchAugmenter:
         self.rgb = [i for i, name in enumerate(channels) if name in RGB_CHANNELS]
         self.surface = [i for i, name in enumerate(channels) if name in SURFACE_CHANNELS]
         self.valid = channels.index('valid') if 'valid' in channels else None
-        self.shares = [i for i, name in enumerate(channels) if name in SHARE_CHANNELS]
         norm = preprocessor.normalization
         self.rgb_std = [norm[channels[i]][1] for i in self.rgb]
         self.rgb_mean = [norm[channels[i]][0] for i in self.rgb]
         self.surface_norm = [norm[channels[i]] for i in self.surface]
-        self.share_norm = {i: norm[channels[i]] for i in self.shares}
         self.noisy = [channels[i] in config.depth_noise_channels for i in self.surface]
         self.valid_norm = norm.get('valid', (0.0, 1.0))
 
@@ -67,7 +62,7 @@ class BatchAugmenter:
             x = self._geometric(x)
         if self.rgb:
             x = self._photometric(x)
-        if self.surface or self.shares:
+        if self.surface:
             x = self._depth(x)
         return x
 
@@ -157,9 +152,6 @@ class BatchAugmenter:
             if noisy and cfg.depth_noise_mm > 0:
                 plane.addcmul_(torch.randn_like(plane), noise_mm / std)
             plane.masked_fill_(drop, (0.0 - mean) / std)
-        for index in self.shares:
-            mean, std = self.share_norm[index]
-            x[:, index].masked_fill_(drop, (0.0 - mean) / std)
         if self.valid is not None:
             mean, std = self.valid_norm
             x[:, self.valid].masked_fill_(drop, (0 - mean) / std)

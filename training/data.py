@@ -159,7 +159,7 @@ class WeldDataModule(pl.LightningDataModule):
     def __init__(
         self,
         dataset_dir: str,
-        channels: str = 'r,g,b,luma_detail,height,relief,fill,valid',
+        channels: str = 'r,g,b,luma_detail,height,relief,valid',
         input_size: tuple[int, int] = (240, 320),
         preprocess: dict[str, float] | None = None,
         batch_size: int = 32,

@@ -47,7 +47,7 @@ class CompactFusionNet(nn.Module):
         channels: Sequence[str],
         num_classes: int,
         stem_width: int = 12,
-        stage_widths: Sequence[int] = (16, 32, 54, 96),
+        stage_widths: Sequence[int] = (16, 32, 56, 96),
         patch: int = 2,
         dropout: float = 0.2,
     ) -> None:

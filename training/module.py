@@ -42,12 +42,12 @@ class WeldClassifier(pl.LightningModule):
 
     def __init__(
         self,
-        input_channels: tuple[str, ...] = ('r', 'g', 'b', 'luma_detail', 'height', 'relief', 'fill', 'valid'),
+        input_channels: tuple[str, ...] = ('r', 'g', 'b', 'luma_detail', 'height', 'relief', 'valid'),
         class_names: tuple[str, ...] = DEFAULT_CLASSES,
         input_size: tuple[int, int] = (240, 320),
         preprocess: dict[str, float] | None = None,
         stem_width: int = 12,
-        stage_widths: tuple[int, ...] = (16, 32, 54, 96),
+        stage_widths: tuple[int, ...] = (16, 32, 56, 96),
         patch: int = 2,
         dropout: float = 0.2,
         lr: float = 0.004,

@@ -86,16 +86,3 @@ def test_dropout_marks_pixels_invalid_and_clears_their_depth() -> None:
     assert torch.all(out[:, 3][dropped] == 0)
     assert torch.all(out[:, 4][dropped] == 0)
     assert torch.all(out[:, 3][~dropped] == 1)
-
-
-def test_fill_share_is_dropped_with_the_depth_but_not_scaled() -> None:
-    torch.manual_seed(4)
-    pre = Preprocessor(input_size=(64, 80), channels=('height', 'fill', 'valid'))
-    config = AugmentConfig(**{**NOTHING, 'height_scale': (0.5, 0.5), 'pixel_dropout': 0.3})
-    x = torch.ones(8, 3, 64, 80)
-    out = BatchAugmenter(pre, config)(x)
-    dropped = out[:, 2] == 0
-    assert 0 < dropped.float().mean() < 1
-    assert torch.all(out[:, 1][dropped] == 0) and torch.all(out[:, 0][dropped] == 0)
-    assert torch.all(out[:, 1][~dropped] == 1)  # a share of the crown: the bead's scale leaves it
-    assert torch.allclose(out[:, 0][~dropped], torch.tensor(0.5))

@@ -78,7 +78,7 @@ def test_fit_reports_held_out_figures_and_exports_a_verified_model(
     info = read_model_info(exported.path)
     assert exported.model_id == info.model_id and info.model_id.startswith('compact-t1-')
     assert set(REQUIRED_METADATA_KEYS) <= set(info.metadata)
-    assert info.metadata['preprocess_version'] == '4' and 'tophat_px' not in info.metadata
+    assert info.metadata['preprocess_version'] == '3' and 'tophat_px' not in info.metadata
     assert read_sidecar(exported.path) == info.sha256  # the node checks the copy it is given
     assert list(info.class_names) == CLASSES
     assert (

@@ -105,19 +105,12 @@ VERSION_2_METADATA = {
 }
 
 
-def test_metadata_is_version_4_without_tophat_px() -> None:
+def test_metadata_is_version_3_without_tophat_px() -> None:
     metadata = Preprocessor(input_size=(24, 32), channels=expand_channels('rgb,depth')).to_metadata()
-    assert metadata['preprocess_version'] == '4' and 'tophat_px' not in metadata
+    assert metadata['preprocess_version'] == '3' and 'tophat_px' not in metadata
     assert metadata == {key: value for key, value in VERSION_2_METADATA.items() if key != 'tophat_px'} | {
-        'preprocess_version': '4'
+        'preprocess_version': '3'
     }
-
-
-def test_version_3_metadata_gives_the_same_inputs() -> None:
-    """Version 4 added the fill channel; a version-3 file's channels are computed as before."""
-    version_3 = {key: value for key, value in VERSION_2_METADATA.items() if key != 'tophat_px'}
-    old = Preprocessor.from_metadata(version_3 | {'preprocess_version': '3'})
-    assert old == Preprocessor(input_size=(24, 32), channels=expand_channels('rgb,depth'))
 
 
 def test_version_2_metadata_without_removed_channels_gives_the_same_inputs() -> None:
@@ -252,8 +245,8 @@ def test_luma_detail_marks_small_dots_in_noise_units_whatever_the_exposure() -> 
 def test_the_colour_branch_takes_luma_detail() -> None:
     from training.models import CompactFusionNet
 
-    net = CompactFusionNet(expand_channels('r,g,b,luma_detail,height,relief,fill,valid'), 5)
-    assert net.branch_0.tolist() == [0, 1, 2, 3] and net.branch_1.tolist() == [4, 5, 6, 7]
+    net = CompactFusionNet(expand_channels('r,g,b,luma_detail,height,relief,valid'), 5)
+    assert net.branch_0.tolist() == [0, 1, 2, 3] and net.branch_1.tolist() == [4, 5, 6]
 
 
 def test_no_data_is_the_same_whatever_its_form_and_size() -> None:
@@ -278,46 +271,3 @@ def test_no_data_is_the_same_whatever_its_form_and_size() -> None:
             assert (out[names.index('height')][holes] == 0).all() and (
                 out[names.index('relief')][holes] == 0
             ).all()
-
-
-def _bead_with_a_dip(bead_mm: float, dip: float) -> np.ndarray:
-    """A level plate 100 mm away with a bead along the rows (crown ``bead_mm``, 12 px wide) whose
-    crown sinks to ``dip`` of its height over columns 150-170, tapered over 5 px each side."""
-    ys, xs = np.mgrid[0:240, 0:320].astype(np.float32)
-    profile = np.clip(1.0 - ((ys - 120.0) / 12.0) ** 2, 0.0, None) ** 0.7
-    taper = np.clip(np.minimum(xs - 145.0, 175.0 - xs) / 5.0, 0.0, 1.0)
-    along = 1.0 - (1.0 - dip) * taper
-    return (0.1 - 1e-3 * bead_mm * profile * along).astype(np.float32)
-
-
-def test_fill_marks_a_sunken_stretch_of_crown_whatever_the_bead_height() -> None:
-    """A crown sunk to half its height over 20 px reads about 0.5 there and 1 elsewhere on the crown,
-    for a low and a high bead alike (the height itself differs by threefold); the plate is near 0."""
-    pre = Preprocessor(
-        input_size=(240, 320),
-        channels=('height', 'fill'),
-        normalization=dict.fromkeys(('height', 'fill'), (0.0, 1.0)),
-    )
-    rgb = np.zeros((240, 320, 3), np.uint8)
-    for bead_mm in (0.8, 2.4):
-        height, fill = pre(rgb, _bead_with_a_dip(bead_mm, 0.5))
-        assert fill[120, 155:166].mean() == pytest.approx(0.5, abs=0.08)
-        assert fill[120, 40:100].min() > 0.9 and fill[120, 220:280].min() > 0.9
-        assert np.abs(fill[10:60, :]).max() < 0.05 and np.abs(fill[190:, :]).max() < 0.05
-        assert height[120, 40:100].mean() == pytest.approx(bead_mm, rel=0.05)
-    _, even = pre(rgb, _bead_with_a_dip(1.5, 1.0))
-    assert even[120, 20:300].min() > 0.9  # an even bead has no dip
-
-
-def test_fill_is_0_without_data_and_finite_without_a_plate() -> None:
-    pre = Preprocessor(
-        input_size=(120, 160),
-        channels=('fill', 'valid'),
-        normalization=dict.fromkeys(('fill', 'valid'), (0.0, 1.0)),
-    )
-    depth = cv2.resize(_bead_with_a_dip(2.0, 0.5), (160, 120), interpolation=cv2.INTER_AREA)
-    depth[30:50, 20:60] = np.nan
-    fill, valid = pre(np.zeros((120, 160, 3), np.uint8), depth)
-    assert (fill[30:50, 20:60] == 0).all() and (valid[30:50, 20:60] == 0).all()
-    nothing = pre(np.zeros((120, 160, 3), np.uint8), np.zeros((120, 160), np.float32))
-    assert np.all(nothing == 0)

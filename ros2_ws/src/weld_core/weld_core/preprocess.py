@@ -9,19 +9,15 @@ from frame to frame, while the defects are sub-millimetre deviations of the surf
 therefore fitted as a plane (robustly, so the bead and spatter do not pull it) and the depth is
 turned into the height above that plane in millimetres. A second depth channel, ``relief``, is the
 height minus its local smooth surface (the bead profile at the scale of a few pixels): pores, spatter
-and undercut grooves stand out there whatever the bead's size. A third, ``fill``, is the height as a
-share of the highest surface nearby (the bead's crown a few millimetres along the seam): a stretch
-of seam with too little filler is a dip in an otherwise even ridge of 1 there, whatever the bead's
-height, which varies more from weld to weld than a mild gap lowers it. A validity channel tells the
-network where the sensor gave no data (those pixels are 0 in the depth channels).
+and undercut grooves stand out there whatever the bead's size. A validity channel tells the network
+where the sensor gave no data (those pixels are 0 in the height channels).
 
 Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``luma_detail`` (the grey level's band-pass, 1 and
 3 px, in units of the frame's own detail noise: the small highlights and dark dots of spatter
 droplets and pores whatever the exposure), ``height`` (mm above the plate), ``relief`` (mm
-above the local surface), ``fill`` (height over the nearby crown) and ``valid`` (share of sensor
-pixels with depth). ``rgb`` and ``depth`` are accepted as shorthands for ``r,g,b`` and
-``height,relief,valid``.
+above the local surface) and ``valid`` (share of sensor pixels with depth). ``rgb`` and ``depth``
+are accepted as shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
 
 import json
@@ -38,17 +34,16 @@ from weld_core.fitting import least_squares_3, median
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
 # channels computed from the colour image: the network's colour branch takes them with r, g, b
 COLOUR_CHANNELS: tuple[str, ...] = (*RGB_CHANNELS, 'luma_detail')
-DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'fill', 'valid')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'valid')
 ALL_CHANNELS: tuple[str, ...] = COLOUR_CHANNELS + DEPTH_CHANNELS
-_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
+_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': DEPTH_CHANNELS}
 
 # 2: a depth image larger than the input is brought to the input size (masked area average) before
 # the depth features (1 computed them at the sensor's size)
 # 3: the block-pooled channels and their ``tophat_px`` setting are gone; the other channels are
 # computed as in 2, so a version-2 file that lists none of them is read as well
-# 4: the ``fill`` channel; the others are computed as in 3, so version-3 files are read as well
-PREPROCESS_VERSION = '4'
-_READABLE_VERSIONS: tuple[str, ...] = ('2', '3', PREPROCESS_VERSION)
+PREPROCESS_VERSION = '3'
+_READABLE_VERSIONS: tuple[str, ...] = ('2', PREPROCESS_VERSION)
 _REMOVED_CHANNELS: tuple[str, ...] = ('relief_min', 'relief_max', 'pits', 'bumps')
 
 
@@ -60,7 +55,6 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'height': (0.0, 1.0),
     'relief': (0.0, 0.1),
     'luma_detail': (0.0, 3.0),
-    'fill': (0.0, 0.5),
     'valid': (0.0, 1.0),
 }
 # luma_detail: a band-pass of the grey level (the fine scale keeps 2-3 px highlights and dark dots,
@@ -75,14 +69,6 @@ _LUMA_DETAIL_KERNELS = tuple(
     for sigma in _LUMA_DETAIL_SIGMAS_PX
 )
 _LUMA_DETAIL_CLIP = 30.0
-# fill: the crown is the highest (denoised) height within about _FILL_REACH_PX input pixels, taken on
-# a quarter-size grid (cheap on the board; the crown changes slowly); at least _FILL_FLOOR_MM, so
-# the bare plate's small heights stay small shares instead of noise over noise
-_FILL_GRID = 4
-_FILL_REACH_PX = 24
-_FILL_FLOOR_MM = 0.3
-_FILL_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * (_FILL_REACH_PX // _FILL_GRID) + 1,) * 2)
-_FILL_CLIP = (-1.0, 1.5)
 
 PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'input_channels',
@@ -291,13 +277,13 @@ class Preprocessor:
         return masked, cv2.threshold(masked, 0.0, 1.0, cv2.THRESH_BINARY)[1]
 
     def depth_features(self, depth_m: np.ndarray) -> dict[str, np.ndarray]:
-        """Depth in metres -> height, relief (mm), fill and valid maps at the depth image's resolution."""
+        """Depth in metres -> height, relief (mm) and valid maps at the depth image's resolution."""
         masked, weight = self._masked_depth(np.asarray(depth_m, dtype=np.float32))
         valid = weight > 0
         plane = fit_plate_plane(masked, valid)
         if plane is None:
             empty = np.zeros(masked.shape, np.float32)
-            return {'height': empty, 'relief': empty, 'fill': empty, 'valid': empty}
+            return {'height': empty, 'relief': empty, 'valid': empty}
         rows, cols = masked.shape
         a, b, c = plane
         height_mm = (np.arange(cols, dtype=np.float32)[None, :] * np.float32(a)) + (
@@ -319,25 +305,7 @@ class Preprocessor:
         )
         relief_mm = np.subtract(detail, surface)
         relief_mm *= weight
-        fill = 'fill' in self.channels
-        return {
-            'height': height_mm,
-            'relief': relief_mm,
-            'fill': self._fill(detail, weight) if fill else np.zeros_like(weight),
-            'valid': weight,
-        }
-
-    @staticmethod
-    def _fill(height_mm: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        """Height (denoised, mm) over the highest surface within ``_FILL_REACH_PX``, 0 without data."""
-        rows, cols = height_mm.shape
-        grid = (max(cols // _FILL_GRID, 1), max(rows // _FILL_GRID, 1))
-        crown = cv2.dilate(cv2.resize(height_mm, grid, interpolation=cv2.INTER_AREA), _FILL_KERNEL)
-        crown = cv2.resize(crown, (cols, rows), interpolation=cv2.INTER_LINEAR)
-        fill = np.divide(height_mm, cv2.max(crown, _FILL_FLOOR_MM, dst=crown))
-        np.clip(fill, *_FILL_CLIP, out=fill)
-        fill *= weight
-        return fill
+        return {'height': height_mm, 'relief': relief_mm, 'valid': weight}
 
     def _area_depth(self, depth_m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Depth averaged over the valid sensor pixels of each input pixel, and the valid share."""
