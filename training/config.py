@@ -78,8 +78,9 @@ def recipe_parser(prog: str, description: str, defaults_from_file: bool = True) 
     parser.add_argument(
         '--trainer.precision',
         type=str,
-        default='32-true',
-        help='Lightning precision, e.g. 16-mixed or bf16-mixed on a GPU',
+        default='auto',
+        help='Lightning precision (32-true, bf16-mixed, 16-mixed on a GPU, ...); auto: bf16-mixed on a '
+        'CPU with bfloat16 instructions (AVX512-BF16, AMX), 32-true elsewhere',
     )
     parser.add_class_arguments(WeldClassifier, 'model', skip=set(LINKED_MODEL_ARGS))
     parser.add_class_arguments(WeldDataModule, 'data', skip=set(COMMAND_DATA_ARGS))

@@ -66,3 +66,28 @@ def test_configs_resolve_by_name_or_path_and_the_command_line_wins(tmp_path: Pat
     assert recipe.model['dropout'] == 0.3 and recipe.data['channels'].startswith('r,g,b')
     with pytest.raises(ConfigError, match='no config of that name'):
         config_arguments(['--config', 'resnet999'])
+
+
+@pytest.mark.parametrize(
+    ('trainer', 'bf16_cpu', 'cuda', 'expected'),
+    [
+        ({'precision': 'auto', 'accelerator': 'auto'}, True, False, 'bf16-mixed'),
+        ({'precision': 'auto', 'accelerator': 'cpu'}, True, True, 'bf16-mixed'),
+        ({'precision': 'auto', 'accelerator': 'auto'}, False, False, '32-true'),
+        ({'precision': 'auto', 'accelerator': 'auto'}, True, True, '32-true'),  # a GPU: as measured
+        ({'precision': 'auto', 'accelerator': 'gpu'}, True, True, '32-true'),
+        ({'precision': '32-true', 'accelerator': 'auto'}, True, False, '32-true'),
+        ({'precision': '16-mixed', 'accelerator': 'gpu'}, False, True, '16-mixed'),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_on_a_cpu_that_has_it(
+    monkeypatch: pytest.MonkeyPatch, trainer: dict[str, str], bf16_cpu: bool, cuda: bool, expected: str
+) -> None:
+    import torch
+
+    from training.procedure import resolve_precision
+
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: bf16_cpu)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    assert resolve_precision(trainer) == expected
