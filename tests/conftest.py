@@ -109,7 +109,9 @@ class NodeProcess:
 
     @property
     def output(self) -> str:
-        self._log.flush()
+        """What the process wrote so far (also after :meth:`stop`, which closes the log)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def alive(self) -> bool:
