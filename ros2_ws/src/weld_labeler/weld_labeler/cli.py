@@ -5,7 +5,7 @@
     weld-label session stop | list | export [SESSION_ID] [--output-dir DIR]
     weld-label continuous spatter [--note ...] | weld-label continuous --clear
 
-Exit status: 0 done, 1 the labeler refused or captured fewer pairs than asked, 2 no labeler.
+Exit status: 0 done, 1 the labeler refused or captured fewer pairs than asked, 2 no labeler or no answer.
 """
 
 import argparse
@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--labeler', default='/weld_labeler', help='the labeler node (namespace/name)')
     parser.add_argument(
         '--wait-s', type=float, default=10.0, help='how long to wait for the labeler to appear'
+    )
+    parser.add_argument(
+        '--answer-s',
+        type=float,
+        default=120.0,
+        help="how long to wait for the labeler's answer once the request is sent",
     )
     commands = parser.add_subparsers(dest='command', required=True)
 
@@ -69,7 +75,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     commands = {'capture', 'session', 'continuous', '-h', '--help'}
     # `weld-label porosity -n 5`: the first word that is not an option and not a command is a label
     positional = [index for index, word in enumerate(argv) if not word.startswith('-')]
-    options_with_value = {'--labeler', '--wait-s'}
+    options_with_value = {'--labeler', '--wait-s', '--answer-s'}
     for index in positional:
         if index > 0 and argv[index - 1] in options_with_value:
             continue
@@ -82,16 +88,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _call(node: Any, service_type: Any, name: str, request: Any, wait_s: float) -> Any:
+def _call(node: Any, service_type: Any, name: str, request: Any, args: argparse.Namespace) -> Any:
     import rclpy
 
     client = node.create_client(service_type, name)
-    if not client.wait_for_service(timeout_sec=wait_s):
+    if not client.wait_for_service(timeout_sec=args.wait_s):
         raise TimeoutError(
-            f'no labeler service {name} after {wait_s:g} s: is weld_labeler running (same ROS_DOMAIN_ID)?'
+            f'no labeler service {name} after {args.wait_s:g} s: '
+            'is weld_labeler running (same ROS_DOMAIN_ID)?'
         )
     future = client.call_async(request)
-    rclpy.spin_until_future_complete(node, future)
+    rclpy.spin_until_future_complete(node, future, timeout_sec=args.answer_s)
+    if not future.done():
+        client.remove_pending_request(future)
+        raise TimeoutError(
+            f'{name} gave no answer within {args.answer_s:g} s (--answer-s); the labeler may still have '
+            "carried it out: see its log and 'weld-label session list'"
+        )
     if future.result() is None:
         raise TimeoutError(f'{name} gave no answer: {future.exception()}')
     return future.result()
@@ -115,13 +128,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.command == 'capture':
             request = Capture.Request(label=args.label, count=max(args.count, 0), note=args.note)
-            reply = _call(node, Capture, f'{base}/capture', request, args.wait_s)
+            reply = _call(node, Capture, f'{base}/capture', request, args)
             print(reply.message)
             wanted = max(args.count, 1)
             return EXIT_OK if reply.success and reply.captured >= wanted else EXIT_REFUSED
         if args.command == 'continuous':
             request = SetContinuousLabel.Request(label='' if args.clear else args.label, note=args.note)
-            reply = _call(node, SetContinuousLabel, f'{base}/set_continuous_label', request, args.wait_s)
+            reply = _call(node, SetContinuousLabel, f'{base}/set_continuous_label', request, args)
         elif args.action == 'start':
             request = StartSession.Request(
                 name=args.name,
@@ -132,17 +145,17 @@ def run(args: argparse.Namespace) -> int:
                 current_a=args.current_a,
                 note=args.note,
             )
-            reply = _call(node, StartSession, f'{base}/start_session', request, args.wait_s)
+            reply = _call(node, StartSession, f'{base}/start_session', request, args)
             if reply.success:
                 print(f'{reply.message}\nbag: {reply.bag_path}')
                 return EXIT_OK
         elif args.action == 'stop':
-            reply = _call(node, StopSession, f'{base}/stop_session', StopSession.Request(), args.wait_s)
+            reply = _call(node, StopSession, f'{base}/stop_session', StopSession.Request(), args)
             if reply.success:
                 print(f'{reply.message}\nbag: {reply.bag_path}')
                 return EXIT_OK
         elif args.action == 'list':
-            reply = _call(node, ListSessions, f'{base}/list_sessions', ListSessions.Request(), args.wait_s)
+            reply = _call(node, ListSessions, f'{base}/list_sessions', ListSessions.Request(), args)
             for session_id, path, pairs in zip(
                 reply.session_ids, reply.bag_paths, reply.pairs_recorded, strict=True
             ):
@@ -153,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_OK
         else:
             request = ExportSession.Request(session_id=args.session_id, output_dir=args.output_dir)
-            reply = _call(node, ExportSession, f'{base}/export_session', request, args.wait_s)
+            reply = _call(node, ExportSession, f'{base}/export_session', request, args)
             if reply.success:
                 print(reply.archive_path)
                 return EXIT_OK
