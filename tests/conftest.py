@@ -136,13 +136,16 @@ class NodeProcess:
 
 
 @pytest.fixture
-def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+def spawn_node(
+    ros_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., NodeProcess]]:
     """Factory: ``spawn_node(['-m', 'weld_camera.camera_node', '--ros-args', ...])`` starts a process.
 
     Arguments are passed to this venv's python; ``extra_env`` adds variables. Every process is
-    stopped with SIGINT at teardown.
+    stopped with SIGINT at teardown. A failed test's report shows the end of every node's output.
     """
     started: list[NodeProcess] = []
+    request.node.weld_node_processes = started
 
     def spawn(
         args: list[str], extra_env: dict[str, str] | None = None, name: str | None = None
@@ -159,6 +162,16 @@ def spawn_node(ros_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     # every node a test started must have kept DDS on loopback while it ran
     off_loopback = [line for process in started for line in process.off_loopback_at_stop]
     assert not off_loopback, f'node sockets on a real network interface: {off_loopback}'
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the end of each spawned node's output to the report of a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == 'call' and report.failed:
+        for process in getattr(item, 'weld_node_processes', []):
+            report.sections.append((f'node {process.log_path.stem}', process.output[-4000:]))
 
 
 def fastdds_shm_files() -> set[str]:

@@ -1,6 +1,7 @@
 """weld_labeler over real DDS: the sim camera node, the labeler and this test in separate processes."""
 
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -65,14 +66,14 @@ def call(ros_node: Any, service_type: Any, name: str, request: Any, timeout_s: f
     return future.result()
 
 
-def call_restarted(ros_node: Any, process: Any, service_type: Any, name: str, request: Any) -> Any:
-    """Call a restarted labeler's idempotent service, retrying: until DDS notices that the killed
-    labeler is gone, its stale endpoint makes the service look ready and a request sent before the
-    new server is matched is lost."""
-    ros_node.wait_for(
-        lambda: 'labelling /weld' in process.output, 20.0, f'the labeler start\n{process.output}'
-    )
-    for _ in range(8):
+def call_idempotent(ros_node: Any, service_type: Any, name: str, request: Any, tries: int = 8) -> Any:
+    """Call a service whose request may be sent again, re-sending it after 5 s without an answer.
+
+    Fast DDS drops an answer when the server has not yet matched the client's reply reader 100 ms
+    after the request arrived (a fresh client and a freshly started, busy server); a request that
+    changes nothing can simply be sent again.
+    """
+    for _ in range(tries):
         client = ros_node.node.create_client(service_type, name)
         assert client.wait_for_service(timeout_sec=20.0), f'no service {name}'
         future = client.call_async(request)
@@ -82,12 +83,24 @@ def call_restarted(ros_node: Any, process: Any, service_type: Any, name: str, re
         ros_node.node.destroy_client(client)
         if future.done():
             return future.result()
-    raise AssertionError(f'no answer from the restarted labeler on {name}\n{process.output}')
+    raise AssertionError(f'no answer on {name} to {tries} requests')
+
+
+def call_restarted(ros_node: Any, process: Any, service_type: Any, name: str, request: Any) -> Any:
+    """Call a restarted labeler's idempotent service: until DDS notices that the killed labeler is
+    gone, its stale endpoint makes the service look ready and a request sent before the new server
+    is matched is lost."""
+    ros_node.wait_for(
+        lambda: 'labelling /weld' in process.output, 20.0, f'the labeler start\n{process.output}'
+    )
+    return call_idempotent(ros_node, service_type, name, request)
 
 
 def cli(ros_env: dict[str, str], repo_root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """weld-label under this interpreter (the board profile's Python in the board profile)."""
     return subprocess.run(
-        [str(repo_root / '.venv' / 'bin' / 'weld-label'), *args],
+        [sys.executable, '-m', 'weld_labeler.cli', *args],
+        cwd=repo_root,
         env=ros_env,
         capture_output=True,
         text=True,
@@ -195,7 +208,9 @@ def test_bad_requests_are_refused_without_side_effects(
     )
 
     def capture(label: str, count: int = 1) -> Capture.Response:
-        return call(ros_node, Capture, '/weld_labeler/capture', Capture.Request(label=label, count=count))
+        return call_idempotent(
+            ros_node, Capture, '/weld_labeler/capture', Capture.Request(label=label, count=count)
+        )
 
     for label, count, expected in (
         ('bogus', 1, "unknown label 'bogus': give one of good, porosity, spatter, gap, undercut"),
@@ -211,18 +226,18 @@ def test_bad_requests_are_refused_without_side_effects(
         assert not answer.success and answer.captured == 0 and answer.message.startswith(expected), (
             answer.message
         )
-    continuous = call(
+    continuous = call_idempotent(
         ros_node,
         SetContinuousLabel,
         '/weld_labeler/set_continuous_label',
         SetContinuousLabel.Request(label='x'),
     )
     assert not continuous.success and 'unknown label' in continuous.message
-    stop = call(ros_node, StopSession, '/weld_labeler/stop_session', StopSession.Request())
+    stop = call_idempotent(ros_node, StopSession, '/weld_labeler/stop_session', StopSession.Request())
     assert not stop.success and stop.message == 'no session is recording'
-    export = call(ros_node, ExportSession, '/weld_labeler/export_session', ExportSession.Request())
+    export = call_idempotent(ros_node, ExportSession, '/weld_labeler/export_session', ExportSession.Request())
     assert not export.success and 'no stopped session' in export.message
-    listed = call(ros_node, ListSessions, '/weld_labeler/list_sessions', ListSessions.Request())
+    listed = call_idempotent(ros_node, ListSessions, '/weld_labeler/list_sessions', ListSessions.Request())
     assert list(listed.session_ids) == [] and listed.active_session_id == ''
     assert not any((tmp_path / 'sessions').iterdir()), 'a refused capture left a session behind'
 
@@ -232,6 +247,21 @@ def test_bad_requests_are_refused_without_side_effects(
     assert unreachable.returncode == 2 and 'no labeler service /nobody/list_sessions' in unreachable.stderr
     assert labeler.alive() and strict.alive()
     assert labeler.stop() == 0 and strict.stop() == 0, labeler.output + strict.output
+
+
+def test_cli_gives_up_on_an_answer_that_does_not_come(
+    ros_node: Any, ros_env: dict[str, str], repo_root: Path
+) -> None:
+    def slow(request: ListSessions.Request, response: ListSessions.Response) -> ListSessions.Response:
+        time.sleep(4.0)
+        return response
+
+    ros_node.node.create_service(ListSessions, '/slow_labeler/list_sessions', slow)
+    started = time.monotonic()
+    late = cli(ros_env, repo_root, '--labeler', '/slow_labeler', '--answer-s', '1', 'session', 'list')
+    assert late.returncode == 2, late.stdout + late.stderr
+    assert '/slow_labeler/list_sessions gave no answer within 1 s (--answer-s)' in late.stderr
+    assert time.monotonic() - started < 30.0
 
 
 def test_sigkill_mid_session_keeps_recorded_pairs_and_next_start_recovers_them(
