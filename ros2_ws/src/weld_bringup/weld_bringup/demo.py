@@ -72,7 +72,7 @@ FULL = Plan(
     rules_results=300,
     model_results=300,
     # the default recipe (80 epochs: 40 leave the mildest gaps unlearnt); one attempt (no retries)
-    # so a missed class costs no second run (the whole demo 542-654 s here: docs/results.md)
+    # so a missed class costs no second run (the whole demo 542-624 s here: docs/results.md)
     release_args=('--retries=0',),
 )
 QUICK = Plan(
