@@ -38,6 +38,7 @@ class WeldClassifier(pl.LightningModule):
         warmup_epochs: epochs of linear warm-up from lr / 10 before the cosine decay to lr / 100.
         train_crop: (height, width) of the random training window; null trains on whole frames.
         transpose_p: share of training batches turned by 90 degrees (seams in every orientation).
+        whole_frame_share: share of the epochs, at the end, trained on whole frames instead of windows.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class WeldClassifier(pl.LightningModule):
         warmup_epochs: float = 1.0,
         train_crop: tuple[int, int] | None = (176, 240),
         transpose_p: float = 0.5,
+        whole_frame_share: float = 0.1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,7 +89,9 @@ class WeldClassifier(pl.LightningModule):
     def _crop_and_turn(self, x: torch.Tensor) -> torch.Tensor:
         """One random window of ``train_crop`` for the batch, then a transpose with ``transpose_p``."""
         crop = self.hparams['train_crop']
-        if crop:
+        epochs = int(self.trainer.max_epochs or 0) if self._trainer is not None else 0
+        whole = math.ceil(float(self.hparams['whole_frame_share']) * epochs)
+        if crop and not (whole and self.current_epoch >= epochs - whole):
             height, width = min(int(crop[0]), x.shape[2]), min(int(crop[1]), x.shape[3])
             top = int(torch.randint(0, x.shape[2] - height + 1, ()))
             left = int(torch.randint(0, x.shape[3] - width + 1, ()))

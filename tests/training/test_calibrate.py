@@ -1,5 +1,7 @@
 """The good-class threshold: chosen on validation probabilities, folded into the network's last layer."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -126,6 +128,25 @@ def test_training_windows_and_transpose() -> None:
         input_channels=('r', 'g', 'b'), input_size=(40, 48), train_crop=(64, 64), transpose_p=0.0
     )
     assert whole._crop_and_turn(x).shape == x.shape
+
+
+def test_the_last_epochs_train_on_whole_frames() -> None:
+    module = WeldClassifier(
+        input_channels=('r', 'g', 'b'),
+        input_size=(40, 48),
+        stem_width=4,
+        stage_widths=(8, 8),
+        train_crop=(24, 32),
+        transpose_p=0.0,
+        whole_frame_share=0.25,
+    )
+    x = torch.zeros(2, 3, 40, 48)
+    shapes = []
+    for epoch in range(10):  # the epoch a trainer would report (a stand-in: no fit needed)
+        module._trainer = SimpleNamespace(max_epochs=10, current_epoch=epoch)
+        shapes.append(tuple(module._crop_and_turn(x).shape[2:]))
+    # ceil(0.25 x 10) = 3 epochs at the end see the whole frame, the ones before a window
+    assert shapes == [(24, 32)] * 7 + [(40, 48)] * 3
 
 
 def test_preprocess_settings_are_checked() -> None:
