@@ -15,7 +15,7 @@ import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
 
 from weld_core.preprocess import RGB_CHANNELS, Preprocessor
 
-SURFACE_CHANNELS = ('height', 'relief')
+SURFACE_CHANNELS = ('height', 'height_rel', 'relief')
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ class BatchAugmenter:
         self.rgb_mean = [norm[channels[i]][0] for i in self.rgb]
         self.surface_norm = [norm[channels[i]] for i in self.surface]
         self.noisy = [channels[i] in config.depth_noise_channels for i in self.surface]
+        # a height over the crown is a ratio: a bead-height scale leaves it as it is
+        self.scaled = [channels[i] != 'height_rel' for i in self.surface]
         self.valid_norm = norm.get('valid', (0.0, 1.0))
 
     def _uniform(self, batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -145,10 +147,13 @@ class BatchAugmenter:
         blobs = torch.rand(batch, 1, max(height // 6, 1), max(width // 6, 1), device=x.device)
         blobs = blobs < self._uniform(batch, 0, cfg.blob_dropout, x)[:, None, None, None]
         drop |= F.interpolate(blobs.float(), size=(height, width), mode='nearest')[:, 0] > 0
-        for index, (mean, std), noisy in zip(self.surface, self.surface_norm, self.noisy, strict=True):
+        for index, (mean, std), noisy, scaled in zip(
+            self.surface, self.surface_norm, self.noisy, self.scaled, strict=True
+        ):
             # in normalised units: mm' = mm * scale + noise, mm = x * std + mean, 0 where dropped
             plane = x[:, index]
-            plane.mul_(scale).add_(mean * (scale - 1) / std)
+            if scaled:
+                plane.mul_(scale).add_(mean * (scale - 1) / std)
             if noisy and cfg.depth_noise_mm > 0:
                 plane.addcmul_(torch.randn_like(plane), noise_mm / std)
             plane.masked_fill_(drop, (0.0 - mean) / std)

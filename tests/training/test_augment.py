@@ -86,3 +86,18 @@ def test_dropout_marks_pixels_invalid_and_clears_their_depth() -> None:
     assert torch.all(out[:, 3][dropped] == 0)
     assert torch.all(out[:, 4][dropped] == 0)
     assert torch.all(out[:, 3][~dropped] == 1)
+
+
+def test_the_bead_height_scale_leaves_the_height_over_the_crown_alone() -> None:
+    torch.manual_seed(4)
+    pre = Preprocessor(input_size=(64, 80), channels=('height', 'height_rel', 'valid'))
+    augmenter = BatchAugmenter(
+        pre, AugmentConfig(**{**NOTHING, 'height_scale': (1.5, 2.0), 'pixel_dropout': 0.2})
+    )
+    x = torch.ones(8, 3, 64, 80)
+    out = augmenter(x)
+    dropped = out[:, 2] == 0
+    assert 0 < dropped.float().mean() < 1
+    assert torch.all(out[:, 0][~dropped] >= 1.5)  # millimetres scale with the bead
+    assert torch.all(out[:, 1][~dropped] == 1)  # a ratio does not
+    assert torch.all(out[:, 1][dropped] == 0)  # and drops out with the rest of the depth

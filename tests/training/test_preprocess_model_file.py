@@ -46,6 +46,34 @@ def test_height_is_measured_from_the_fitted_plate_whatever_its_tilt() -> None:
     assert plane is not None and plane[0] == pytest.approx(4e-5, rel=1e-3)
 
 
+def _bead_with_neck(bead_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """A flat plate 0.1 m away with a bead 30 px wide along row 60, thinned to 55 % over columns 70-100."""
+    ys, xs = np.mgrid[0:120, 0:160].astype(np.float32)
+    profile = np.clip(1.0 - ((ys - 60.0) / 15.0) ** 2, 0.0, None)
+    scale = np.where((xs >= 70) & (xs < 100), 0.55, 1.0)
+    depth = 0.1 - bead_mm * 1e-3 * profile * scale
+    return np.zeros((120, 160, 3), np.uint8), depth.astype(np.float32)
+
+
+def test_height_rel_reads_a_thinned_bead_low_whatever_the_beads_height() -> None:
+    pre = Preprocessor(input_size=(120, 160), channels=('height', 'height_rel'))
+    crowns = []
+    for bead_mm in (1.0, 3.0):
+        height, rel = pre(*_bead_with_neck(bead_mm))
+        rel *= pre.normalization['height_rel'][1]
+        # the full bead's crown reads about 1 (its smooth surface peaks a little below the crown)
+        assert 1.0 <= rel[60, 20] < 1.15
+        assert rel[60, 85] == pytest.approx(0.55 * rel[60, 20], abs=0.03)  # the neck
+        assert abs(rel[5, 20]) < 0.01  # the plate
+        crowns.append((float(height[60, 20]), float(rel[60, 85])))
+    # in mm the thick bead's neck stands higher than the thin bead's crown; over the crown they agree
+    assert crowns[1][0] * 0.55 > crowns[0][0]
+    assert crowns[0][1] == pytest.approx(crowns[1][1], abs=0.01)
+    # no bead in view: the crown's floor keeps the plate's noise near 0, not blown up
+    flat = np.full((120, 160), 0.1, np.float32)
+    assert np.abs(pre(np.zeros((120, 160, 3), np.uint8), flat)[1]).max() < 1e-3
+
+
 def test_downscaled_input_keeps_small_pores_and_droplets_in_the_relief() -> None:
     ys, xs = np.mgrid[0:240, 0:320].astype(np.float32)
     depth = (0.1 + 4e-5 * xs + 2e-5 * ys).astype(np.float32)

@@ -15,9 +15,11 @@ where the sensor gave no data (those pixels are 0 in the height channels).
 Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``luma_detail`` (the grey level's band-pass, 1 and
 3 px, in units of the frame's own detail noise: the small highlights and dark dots of spatter
-droplets and pores whatever the exposure), ``height`` (mm above the plate), ``relief`` (mm
-above the local surface) and ``valid`` (share of sensor pixels with depth). ``rgb`` and ``depth``
-are accepted as shorthands for ``r,g,b`` and ``height,relief,valid``.
+droplets and pores whatever the exposure), ``height`` (mm above the plate), ``height_rel`` (the
+height over the frame's crown, the highest point of its smooth surface: 1 on the crown of a full
+bead, lower where the bead thins, whatever the bead's own height), ``relief`` (mm above the local
+surface) and ``valid`` (share of sensor pixels with depth). ``rgb`` and ``depth`` are accepted as
+shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
 
 import json
@@ -34,9 +36,9 @@ from weld_core.fitting import least_squares_3, median
 RGB_CHANNELS: tuple[str, ...] = ('r', 'g', 'b')
 # channels computed from the colour image: the network's colour branch takes them with r, g, b
 COLOUR_CHANNELS: tuple[str, ...] = (*RGB_CHANNELS, 'luma_detail')
-DEPTH_CHANNELS: tuple[str, ...] = ('height', 'relief', 'valid')
+DEPTH_CHANNELS: tuple[str, ...] = ('height', 'height_rel', 'relief', 'valid')
 ALL_CHANNELS: tuple[str, ...] = COLOUR_CHANNELS + DEPTH_CHANNELS
-_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': DEPTH_CHANNELS}
+_SHORTHANDS: dict[str, tuple[str, ...]] = {'rgb': RGB_CHANNELS, 'depth': ('height', 'relief', 'valid')}
 
 # 2: a depth image larger than the input is brought to the input size (masked area average) before
 # the depth features (1 computed them at the sensor's size)
@@ -53,6 +55,7 @@ DEFAULT_NORMALIZATION: dict[str, tuple[float, float]] = {
     'g': (0.5, 0.25),
     'b': (0.5, 0.25),
     'height': (0.0, 1.0),
+    'height_rel': (0.0, 0.5),
     'relief': (0.0, 0.1),
     'luma_detail': (0.0, 3.0),
     'valid': (0.0, 1.0),
@@ -69,6 +72,8 @@ _LUMA_DETAIL_KERNELS = tuple(
     for sigma in _LUMA_DETAIL_SIGMAS_PX
 )
 _LUMA_DETAIL_CLIP = 30.0
+# height_rel's crown is at least this high (mm): a frame with no bead in view stays finite and flat
+_CROWN_FLOOR_MM = 0.3
 
 PREPROCESS_METADATA_KEYS: tuple[str, ...] = (
     'input_channels',
@@ -283,7 +288,7 @@ class Preprocessor:
         plane = fit_plate_plane(masked, valid)
         if plane is None:
             empty = np.zeros(masked.shape, np.float32)
-            return {'height': empty, 'relief': empty, 'valid': empty}
+            return {'height': empty, 'height_rel': empty, 'relief': empty, 'valid': empty}
         rows, cols = masked.shape
         a, b, c = plane
         height_mm = (np.arange(cols, dtype=np.float32)[None, :] * np.float32(a)) + (
@@ -303,9 +308,12 @@ class Preprocessor:
             if self.relief_denoise_px > 0
             else height_mm
         )
+        # the height over the bead's crown (the highest point of the smooth surface, which droplets and
+        # single pixels do not reach): a thinned bead reads as a low crown whatever its own height
+        height_rel = height_mm * np.float32(1.0 / max(float(surface.max()), _CROWN_FLOOR_MM))
         relief_mm = np.subtract(detail, surface)
         relief_mm *= weight
-        return {'height': height_mm, 'relief': relief_mm, 'valid': weight}
+        return {'height': height_mm, 'height_rel': height_rel, 'relief': relief_mm, 'valid': weight}
 
     def _area_depth(self, depth_m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Depth averaged over the valid sensor pixels of each input pixel, and the valid share."""
