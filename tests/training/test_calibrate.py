@@ -106,15 +106,20 @@ def test_folded_bias_moves_only_the_good_logit() -> None:
         fold_good_bias(nn.Sequential(nn.Conv2d(3, 5, 1)), CLASSES, 1.0)
 
 
+def _windowed(**changes: object) -> WeldClassifier:
+    """A small RGB module on 40x48 frames that trains on 24x32 windows."""
+    settings: dict[str, object] = {
+        'input_channels': ('r', 'g', 'b'),
+        'input_size': (40, 48),
+        'stem_width': 4,
+        'stage_widths': (8, 8),
+        'train_crop': (24, 32),
+    }
+    return WeldClassifier(**{**settings, **changes})
+
+
 def test_training_windows_and_transpose() -> None:
-    module = WeldClassifier(
-        input_channels=('r', 'g', 'b'),
-        input_size=(40, 48),
-        stem_width=4,
-        stage_widths=(8, 8),
-        train_crop=(24, 32),
-        transpose_p=1.0,
-    )
+    module = _windowed(transpose_p=1.0)
     x = torch.arange(2 * 3 * 40 * 48, dtype=torch.float32).view(2, 3, 40, 48)
     out = module._crop_and_turn(x)
     assert out.shape == (2, 3, 32, 24)
@@ -131,15 +136,7 @@ def test_training_windows_and_transpose() -> None:
 
 
 def test_the_last_epochs_train_on_whole_frames() -> None:
-    module = WeldClassifier(
-        input_channels=('r', 'g', 'b'),
-        input_size=(40, 48),
-        stem_width=4,
-        stage_widths=(8, 8),
-        train_crop=(24, 32),
-        transpose_p=0.0,
-        whole_frame_share=0.25,
-    )
+    module = _windowed(transpose_p=0.0, whole_frame_share=0.25)
     x = torch.zeros(2, 3, 40, 48)
     shapes = []
     for epoch in range(10):  # the epoch a trainer would report (a stand-in: no fit needed)
