@@ -1,9 +1,10 @@
 """Batch augmentation on preprocessed inputs that respects the sensor.
 
 Geometric transforms move every channel together (colour and depth stay registered); photometric
-changes touch the colour channels only; the depth channels get a change of bead height scale and
-dropout of pixels and blobs (marked invalid, as the sensor would report them), and the height gets
-white sensor-like pixel noise (the band-passed channels do not: see ``depth_noise_channels``).
+changes touch the colour channels only; the depth channels get a change of bead height scale (not
+``height_rel``, a ratio) and dropout of pixels and blobs (marked invalid, as the sensor would report
+them), and the height gets white sensor-like pixel noise (the band-passed channels do not: see
+``depth_noise_channels``).
 Runs on whole batches on the training device, so it costs no data-loader time.
 """
 

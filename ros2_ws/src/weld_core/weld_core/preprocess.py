@@ -16,8 +16,8 @@ Channel names (the ``input_channels`` metadata key lists them in model order):
 ``r, g, b`` (colour, 0..1 before normalisation), ``luma_detail`` (the grey level's band-pass, 1 and
 3 px, in units of the frame's own detail noise: the small highlights and dark dots of spatter
 droplets and pores whatever the exposure), ``height`` (mm above the plate), ``height_rel`` (the
-height over the frame's crown, the highest point of its smooth surface: 1 on the crown of a full
-bead, lower where the bead thins, whatever the bead's own height), ``relief`` (mm above the local
+height over the frame's crown, the highest point of its smooth surface: about 1 on the crown of a
+full bead, lower where the bead thins, whatever the bead's own height), ``relief`` (mm above the local
 surface) and ``valid`` (share of sensor pixels with depth). ``rgb`` and ``depth`` are accepted as
 shorthands for ``r,g,b`` and ``height,relief,valid``.
 """
